@@ -1,0 +1,56 @@
+# slurmlab: the two commands are `make demo` and `make test`. Everything else is a step
+# of those. Cached builds live in $(SLURMLAB_CACHE); a running environment in
+# $(SLURMLAB_STATE). See README.md.
+SHELL := /bin/bash
+SLURMLAB_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/slurmlab
+SLURMLAB_STATE ?= /tmp/slurmlab
+# cargo's build cache outside the clone, so a fresh clone (CI) builds incrementally.
+CARGO_TARGET_DIR ?= $(SLURMLAB_CACHE)/target
+# Integration tests start real Jupyter servers and SLURM jobs: keep it modest on 2 cores.
+TEST_THREADS ?= 4
+export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR
+
+.PHONY: all build test test-unit test-integration lint crds up down demo clean-cache
+
+all: build
+
+build:
+	cargo build --locked
+
+## up: bring up the local environment (control plane, two SLURM clusters, Jupyter).
+up:
+	hack/up.sh
+
+## down: stop everything the environment started.
+down:
+	hack/down.sh
+
+## test: set everything up, run every test, and stop what was started, pass or fail.
+test:
+	@set -o pipefail; status=0; \
+	hack/up.sh || status=$$?; \
+	if [ $$status = 0 ]; then $(MAKE) --no-print-directory lint test-unit test-integration || status=$$?; fi; \
+	hack/down.sh || true; \
+	exit $$status
+
+test-unit:
+	cargo test --locked --lib --bins
+
+test-integration:
+	cargo test --locked --test '*' -- --test-threads $(TEST_THREADS)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+## crds: regenerate crds/ from the Rust types.
+crds:
+	cargo run --locked --quiet -- crds --output-dir crds
+
+## demo: bring the environment up, install the CRDs and the examples, show them.
+demo:
+	hack/demo.sh
+
+## clean-cache: forget every cached build (the next run rebuilds from nothing).
+clean-cache: down
+	rm -rf $(SLURMLAB_CACHE)

