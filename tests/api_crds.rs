@@ -178,11 +178,6 @@ async fn invalid_specs_are_refused_naming_the_field() {
             vec!["spec", "oneOf"],
         ),
         (
-            "Resume without a source notebook",
-            session(json!({"allocationRef": "a", "notebook": {"mode": "Resume"}})),
-            vec!["spec.notebook", "oneOf"],
-        ),
-        (
             "unknown notebook mode",
             session(json!({"allocationRef": "a", "notebook": {"mode": "Fork"}})),
             vec!["spec.notebook.mode", "New", "Resume", "Continue"],
@@ -190,7 +185,19 @@ async fn invalid_specs_are_refused_naming_the_field() {
         (
             "notebook path leaving the root",
             session(json!({"allocationRef": "a", "notebook": {"path": "../../etc/passwd.ipynb"}})),
-            vec!["spec.notebook.path"],
+            vec!["spec.notebook.path", "should match"],
+        ),
+        (
+            "source path leaving the root",
+            session(
+                json!({"allocationRef": "a", "notebook": {"mode": "Resume", "source": "a/../../b.ipynb"}}),
+            ),
+            vec!["spec.notebook.source", "should match"],
+        ),
+        (
+            "notebook path that is not a notebook",
+            session(json!({"allocationRef": "a", "notebook": {"path": "notes.txt"}})),
+            vec!["spec.notebook.path", ".ipynb"],
         ),
         (
             "absolute notebook path",

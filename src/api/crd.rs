@@ -1,55 +1,18 @@
 //! The generated CustomResourceDefinitions and their YAML (what `slurmlab crds` prints
 //! and `crds/` holds).
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use serde_json::json;
 
 use super::{ComputeAllocation, JupyterSession, SlurmCluster};
 
 /// Every CRD of the project, in install order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    let mut session = JupyterSession::crd();
-    // A rule that depends on another field's value: schemars derives it into a shape that
-    // kube's structural rewriter cannot merge, so it is added here, after generation.
-    // (CEL would say it more clearly, but the API servers we support may lack it.)
-    add_to_schema(
-        &mut session,
-        &["spec", "notebook"],
-        json!({"oneOf": [
-            {"properties": {"mode": {"enum": ["New"]}}},
-            {"properties": {"mode": {"enum": ["Resume", "Continue"]}}, "required": ["source"]}
-        ]}),
-    );
-    vec![SlurmCluster::crd(), ComputeAllocation::crd(), session]
-}
-
-/// Merges `extra` (value validations only) into the schema at `path` of every version.
-fn add_to_schema(crd: &mut CustomResourceDefinition, path: &[&str], extra: serde_json::Value) {
-    for version in &mut crd.spec.versions {
-        let Some(root) = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-        else {
-            continue;
-        };
-        let mut node: &mut JSONSchemaProps = root;
-        for key in path {
-            node = node
-                .properties
-                .as_mut()
-                .and_then(|p| p.get_mut(*key))
-                .unwrap_or_else(|| panic!("schema has no property {key} (path {path:?})"));
-        }
-        let mut value = serde_json::to_value(&*node).expect("schema serializes");
-        if let (Some(target), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
-        *node = serde_json::from_value(value).expect("merged schema is a schema");
-    }
+    vec![
+        SlurmCluster::crd(),
+        ComputeAllocation::crd(),
+        JupyterSession::crd(),
+    ]
 }
 
 /// File name of a CRD in `crds/`: `<plural>.<group>.yaml`.

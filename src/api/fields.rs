@@ -10,6 +10,22 @@ use serde::{Deserialize, Serialize};
 
 /// Pattern of [`Duration`]: one or more `<number><unit>` parts, units `s`, `m`, `h`, `d`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(s|m|h|d))+$";
+/// Pattern of notebook and file paths: relative, `/`-separated, no empty, `.` or `..`
+/// component (so a path can never leave the notebook root).
+pub const RELATIVE_PATH_PATTERN: &str =
+    r"^([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))*$";
+/// Notebook paths end in `.ipynb` (checked besides [`RELATIVE_PATH_PATTERN`]).
+pub const NOTEBOOK_SUFFIX_PATTERN: &str = r"\.ipynb$";
+
+/// True when `path` is relative and stays inside its root (what
+/// [`RELATIVE_PATH_PATTERN`] accepts).
+pub fn is_contained_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
 /// Pattern of [`MemoryQuantity`]: a Kubernetes quantity without exponents or fractions.
 pub const MEMORY_PATTERN: &str = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$";
 
@@ -216,6 +232,26 @@ mod tests {
         for s in ["30s", "4h", "1h30m", "2d", "4", "4 hours", "1.5h", "h"] {
             assert_eq!(dur.is_match(s), Duration::from(s).to_std().is_ok(), "{s}");
         }
+        let path = regex::Regex::new(RELATIVE_PATH_PATTERN).unwrap();
+        for s in [
+            "a.ipynb",
+            "dir/a.ipynb",
+            ".hidden/a.ipynb",
+            "..dots/x",
+            "a..b",
+            "../a.ipynb",
+            "a/../b.ipynb",
+            "/a.ipynb",
+            "./a.ipynb",
+            "a//b.ipynb",
+            "a/",
+            "",
+            "..",
+            ".",
+        ] {
+            assert_eq!(path.is_match(s), is_contained_relative_path(s), "{s:?}");
+        }
+        assert!(!is_contained_relative_path("../../etc/passwd"));
         let mem = regex::Regex::new(MEMORY_PATTERN).unwrap();
         for s in ["16Gi", "4G", "512Mi", "1024", "16GB", "1.5Gi", "Gi", "1k"] {
             assert_eq!(

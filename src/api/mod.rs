@@ -9,6 +9,9 @@
 //! Validation that the OpenAPI schema can express lives here (enums, minimums, formats,
 //! required fields, mutual exclusion), so the API server refuses bad specs itself.
 
+// kube-derive's repeated `printcolumn(...)` entries look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 mod allocation;
 mod cluster;
 pub mod conditions;

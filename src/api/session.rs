@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ComputeAllocationSpec;
 use super::conditions::Condition;
-use super::fields::Duration;
+use super::fields::{Duration, NOTEBOOK_SUFFIX_PATTERN, RELATIVE_PATH_PATTERN};
 
 /// One Jupyter kernel on an allocation, recording its work in one notebook.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -90,16 +90,16 @@ fn default_kernel() -> String {
 /// leave it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 ///
-/// `source` is required for `Resume` and `Continue` (see [`super::crd`]: that rule is
-/// added to the schema after generation).
+/// `source` is required for `Resume` and `Continue`; the controller enforces that (a
+/// schema rule for it would produce misleading API server messages without CEL).
 #[serde(rename_all = "camelCase")]
 pub struct NotebookSpec {
     /// Where the session's notebook lives, e.g. `experiments/run1.ipynb` (default: named
     /// after the session; `New` never overwrites, it picks a free name instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        pattern(r"^[^/].*\.ipynb$"),
-        extend("not" = {"pattern": r"(^|/)\.\.(/|$)"})
+        regex(pattern = RELATIVE_PATH_PATTERN),
+        extend("allOf" = [{"pattern": NOTEBOOK_SUFFIX_PATTERN}])
     )]
     pub path: Option<String>,
     /// `New` (default): start an empty notebook. `Resume`: re-execute every code cell of
@@ -110,8 +110,8 @@ pub struct NotebookSpec {
     /// Existing notebook to resume or continue (required for those modes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        pattern(r"^[^/].*\.ipynb$"),
-        extend("not" = {"pattern": r"(^|/)\.\.(/|$)"})
+        regex(pattern = RELATIVE_PATH_PATTERN),
+        extend("allOf" = [{"pattern": NOTEBOOK_SUFFIX_PATTERN}])
     )]
     pub source: Option<String>,
     /// Resume only: stop restoring at the first cell that raises (default: record the

@@ -1,0 +1,118 @@
+//! Prometheus metrics of slurmrestd requests.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub cluster: String,
+    pub operation: String,
+    /// `ok` or a [`super::SlurmError::kind`].
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub cluster: String,
+    pub operation: String,
+}
+
+/// `slurmlab_slurm_requests_total` and `slurmlab_slurm_request_duration_seconds`.
+#[derive(Clone, Debug)]
+pub struct SlurmMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<OperationLabels, Histogram>,
+}
+
+impl Default for SlurmMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.002, 2.0, 14))
+            }),
+        }
+    }
+}
+
+impl SlurmMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "slurmlab_slurm_requests",
+            "Requests to slurmrestd by cluster, operation and outcome (one per HTTP request, retries included)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "slurmlab_slurm_request_duration_seconds",
+            "Duration of slurmrestd requests",
+            m.duration.clone(),
+        );
+        m
+    }
+
+    pub fn observe(&self, cluster: &str, operation: &str, outcome: &str, elapsed: Duration) {
+        let labels = RequestLabels {
+            cluster: cluster.to_owned(),
+            operation: operation.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        let labels = OperationLabels {
+            cluster: cluster.to_owned(),
+            operation: operation.to_owned(),
+        };
+        self.duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests counted so far for a cluster (all operations and outcomes).
+    pub fn total(&self, cluster: &str, operation: Option<&str>) -> u64 {
+        let mut total = 0;
+        for outcome in [
+            "ok",
+            "unreachable",
+            "timeout",
+            "auth_refused",
+            "unknown_job",
+            "rejected",
+            "server_error",
+            "unsupported_version",
+            "malformed",
+        ] {
+            for op in OPERATIONS {
+                if operation.is_some_and(|o| o != *op) {
+                    continue;
+                }
+                let labels = RequestLabels {
+                    cluster: cluster.to_owned(),
+                    operation: (*op).to_owned(),
+                    outcome: outcome.to_owned(),
+                };
+                if let Some(c) = self.requests.get(&labels) {
+                    total += c.get();
+                }
+            }
+        }
+        total
+    }
+}
+
+/// Every operation label the client uses.
+pub const OPERATIONS: &[&str] = &[
+    "openapi",
+    "ping",
+    "submit",
+    "job",
+    "jobs",
+    "job_states",
+    "update",
+    "cancel",
+];

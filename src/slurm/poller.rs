@@ -1,0 +1,1 @@
+//! Batched job-state polling (see [`Poller`]).
