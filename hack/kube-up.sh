@@ -51,7 +51,9 @@ if [ ! -s "$DIR/tokens.csv" ]; then
     echo "$(token),admin,admin-uid,\"system:masters\""
     echo "$(token),alice,alice-uid,\"slurmlab:users\""
     echo "$(token),bob,bob-uid,\"slurmlab:users\""
-    echo "$(token),system:kube-controller-manager,kcm-uid"
+    # system:masters: the namespace and garbage-collector controllers delete anything;
+    # a real cluster gives each controller its own service account instead.
+    echo "$(token),system:kube-controller-manager,kcm-uid,\"system:masters\""
   } >"$DIR/tokens.csv"
   umask 022
 fi
