@@ -10,7 +10,7 @@ CARGO_TARGET_DIR ?= $(SLURMLAB_CACHE)/target
 TEST_THREADS ?= 4
 export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR
 
-.PHONY: all build test test-unit test-integration lint crds up down demo clean-cache
+.PHONY: all build test test-unit test-integration bench lint crds up down demo clean-cache
 
 all: build
 
@@ -30,6 +30,13 @@ test:
 	@set -o pipefail; status=0; \
 	hack/up.sh || status=$$?; \
 	if [ $$status = 0 ]; then $(MAKE) --no-print-directory lint test-unit test-integration || status=$$?; fi; \
+	hack/down.sh || true; \
+	exit $$status
+
+## bench: set everything up, run the benchmarks (figures, not pass/fail), stop again.
+bench:
+	@status=0; hack/up.sh || status=$$?; \
+	if [ $$status = 0 ]; then cargo bench --locked --bench slurm || status=$$?; fi; \
 	hack/down.sh || true; \
 	exit $$status
 

@@ -405,3 +405,311 @@ pub fn submit_body(_version: ApiVersion, spec: &JobSpec) -> Value {
 pub fn comment_update_body(comment: &str) -> Value {
     json!({"comment": comment})
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::slurm::BaseState;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/slurm/fixtures")
+    }
+
+    /// Every recorded fixture directory: v0.0.40..v0.0.45 and 26.05's v0.0.42.
+    fn version_dirs() -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs.len(), 7, "{dirs:?}");
+        dirs
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> T {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de)
+            .unwrap_or_else(|e| panic!("{path:?} at {}: {}", e.path(), e.inner()))
+    }
+
+    #[test]
+    fn job_records_of_every_version_map_to_the_model() {
+        let mut seen = 0;
+        for dir in version_dirs() {
+            for (file, base, completing) in [
+                ("job-get-pending.json", BaseState::Pending, false),
+                ("job-get-running.json", BaseState::Running, false),
+                ("job-get-with-comment.json", BaseState::Running, false),
+                ("job-get-completed.json", BaseState::Completed, false),
+                ("job-get-cancelled.json", BaseState::Cancelled, false),
+            ] {
+                let path = dir.join(file);
+                if !path.exists() {
+                    continue;
+                }
+                let resp: JobsResponse = read(&path);
+                assert!(resp.envelope.errors.is_empty(), "{path:?}");
+                let job = resp.jobs.into_iter().next().unwrap().into_info();
+                assert_eq!(job.state.base, base, "{path:?}");
+                assert_eq!(job.state.has_flag("COMPLETING"), completing, "{path:?}");
+                assert_eq!(job.user.as_deref(), Some("slurmjob"), "{path:?}");
+                assert!(
+                    job.submit_time.is_some() && job.time_limit_minutes.is_some(),
+                    "{path:?}"
+                );
+                match base {
+                    BaseState::Pending => {
+                        assert_eq!(job.reason.as_deref(), Some("Resources"), "{path:?}");
+                        assert!(job.batch_host.is_none(), "{path:?}");
+                    }
+                    BaseState::Running => {
+                        assert_eq!(job.batch_host.as_deref(), Some("vm"), "{path:?}")
+                    }
+                    BaseState::Completed => {
+                        assert_eq!(
+                            job.exit,
+                            Some(ExitStatus {
+                                return_code: Some(0),
+                                signal: None
+                            }),
+                            "{path:?}"
+                        )
+                    }
+                    BaseState::Cancelled => {
+                        assert_eq!(job.comment.as_deref(), Some("jupyter=vm:8888"), "{path:?}");
+                        assert_eq!(
+                            job.exit.as_ref().unwrap().signal,
+                            Some(15),
+                            "SIGTERM: {path:?}"
+                        );
+                        assert_eq!(job.exit.as_ref().unwrap().return_code, None, "{path:?}");
+                    }
+                    _ => unreachable!(),
+                }
+                if file == "job-get-with-comment.json" {
+                    assert_eq!(job.comment.as_deref(), Some("jupyter=vm:8888"), "{path:?}");
+                }
+                assert_ne!(
+                    job.reason.as_deref(),
+                    Some("None"),
+                    "'None' means no reason"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 30, "only {seen} records checked");
+    }
+
+    #[test]
+    fn cancelling_is_not_finished_yet() {
+        let mut seen = 0;
+        for dir in version_dirs() {
+            let path = dir.join("job-get-cancelling.json");
+            if !path.exists() {
+                continue;
+            }
+            let resp: JobsResponse = read(&path);
+            let job = resp.jobs.into_iter().next().unwrap().into_info();
+            assert_eq!(job.state.base, BaseState::Cancelled);
+            // Recorded mid-cancel on most versions (v0.0.45's recording was already done).
+            assert_eq!(
+                job.state.is_finished(),
+                !job.state.has_flag(FLAG),
+                "{path:?}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 4);
+    }
+    const FLAG: &str = crate::slurm::FLAG_COMPLETING;
+
+    #[test]
+    fn unknown_job_answers_carry_error_2017() {
+        for dir in version_dirs() {
+            let env: Envelope = read(&dir.join("job-get-unknown.json"));
+            assert!(
+                env.errors
+                    .iter()
+                    .any(|p| p.error_number == errno::INVALID_JOB_ID),
+                "{dir:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn batched_state_answers_with_string_ids() {
+        let mut seen = 0;
+        for dir in version_dirs() {
+            let path = dir.join("jobs-state.json");
+            if !path.exists() {
+                continue;
+            }
+            let entries = read::<StatesResponse>(&path).into_entries();
+            assert!(!entries.is_empty(), "{path:?}");
+            assert!(entries.iter().all(|e| e.id > 0));
+            seen += 1;
+        }
+        assert!(seen >= 4);
+        // 24.11 sent numbers in some versions: both forms are read.
+        let mixed: StatesResponse =
+            serde_json::from_str(r#"{"jobs":[{"job_id":"3","state":["PENDING"]},{"job_id":4,"state":["RUNNING","COMPLETING"]}]}"#)
+                .unwrap();
+        let e = mixed.into_entries();
+        assert_eq!((e[0].id, e[1].id), (3, 4));
+        assert!(!e[1].state.is_running());
+    }
+
+    #[test]
+    fn pings_of_every_version_and_a_refused_token() {
+        for dir in version_dirs() {
+            let info = read::<PingResponse>(&dir.join("ping.json")).into_info();
+            assert!(info.responding, "{dir:?}");
+            assert!(
+                info.release.starts_with("24.11") || info.release.starts_with("26.05"),
+                "{dir:?}: {}",
+                info.release
+            );
+            let bad = dir.join("auth-bad-token-ping.json");
+            if bad.exists() {
+                let info = read::<PingResponse>(&bad).into_info();
+                assert!(!info.responding, "{bad:?}");
+            }
+        }
+        let v45 =
+            read::<PingResponse>(&fixtures().join("v0.0.45/auth-bad-token-ping.json")).into_info();
+        assert_eq!(v45.status.as_deref(), Some("Protocol authentication error"));
+    }
+
+    #[test]
+    fn cancel_answers_tell_unknown_jobs_apart() {
+        for dir in version_dirs() {
+            let unknown: CancelResponse = read(&dir.join("cancel-unknown.json"));
+            let codes: Vec<i64> = unknown
+                .status
+                .iter()
+                .filter_map(|s| s.error.as_ref().map(|e| e.code))
+                .collect();
+            // v0.0.40/41 on 24.11 say nothing at all for an unknown job; later ones say 2017.
+            assert!(
+                codes.is_empty() || codes == [errno::INVALID_JOB_ID],
+                "{dir:?}: {codes:?}"
+            );
+            let ok: CancelResponse = read(&dir.join("cancel-response.json"));
+            assert!(ok.envelope.errors.is_empty());
+        }
+    }
+
+    #[test]
+    fn rejected_submissions_carry_slurms_reason() {
+        let resp: SubmitResponse = read(&fixtures().join("v0.0.45/submit-no-env-response.json"));
+        assert_eq!(resp.job_id, None);
+        assert_eq!(resp.envelope.errors[0].error_number, 2127);
+        assert_eq!(
+            resp.envelope.errors[0].error,
+            "Environment is missing in job"
+        );
+        let ok: SubmitResponse = read(&fixtures().join("v0.0.40/submit-response.json"));
+        assert_eq!(ok.job_id, Some(1));
+    }
+
+    fn full_spec() -> JobSpec {
+        JobSpec {
+            name: "slurmlab-ns-name".into(),
+            script: "#!/bin/bash\ntrue\n".into(),
+            partition: Some("debug".into()),
+            account: Some("acct".into()),
+            qos: Some("normal".into()),
+            nodes: 2,
+            cpus: 4,
+            memory_mb: Some(16384),
+            gres: Some("gpu:a100:2,shard:1".into()),
+            time_limit_minutes: Some(90),
+            constraint: Some("skylake&ib".into()),
+            reservation: Some("maint".into()),
+            working_directory: "/tmp".into(),
+            environment: BTreeMap::from([
+                ("HOME".into(), "/home/u".into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ]),
+            standard_output: Some("/tmp/o-%j".into()),
+            standard_error: Some("/tmp/e-%j".into()),
+            comment: Some("slurmlab:ns/name/uid".into()),
+        }
+    }
+
+    #[test]
+    fn submit_bodies_use_only_fields_each_versions_spec_declares() {
+        let specs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/slurm/openapi");
+        for v in ApiVersion::ALL {
+            let doc: Value = read(&specs.join(format!("slurmrestd-{v}.json")));
+            let schemas = &doc["components"]["schemas"];
+            let desc = &schemas[format!("{v}_job_desc_msg")]["properties"];
+            assert!(desc.is_object(), "{v}: no job_desc_msg in the spec");
+            let body = submit_body(v, &full_spec());
+            for key in body["job"].as_object().unwrap().keys() {
+                assert!(
+                    desc.get(key).is_some(),
+                    "{v}: the spec has no job field {key}"
+                );
+            }
+            let req = &schemas[format!("{v}_job_submit_req")]["properties"];
+            for key in body.as_object().unwrap().keys() {
+                assert!(
+                    req.get(key).is_some(),
+                    "{v}: the spec has no submit field {key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn submit_body_maps_resources_to_slurm_fields() {
+        let body = submit_body(ApiVersion::V0_0_42, &full_spec());
+        let job = &body["job"];
+        assert_eq!(
+            job["environment"],
+            json!(["HOME=/home/u", "PATH=/usr/bin:/bin"])
+        );
+        assert_eq!(
+            job["time_limit"],
+            json!({"set": true, "infinite": false, "number": 90})
+        );
+        assert_eq!(job["memory_per_node"]["number"], 16384);
+        assert_eq!(job["tres_per_node"], "gres/gpu:a100:2,gres/shard:1");
+        assert_eq!(
+            (job["minimum_nodes"].clone(), job["cpus_per_task"].clone()),
+            (json!(2), json!(4))
+        );
+        assert_eq!(job["constraints"], "skylake&ib");
+        assert_eq!(body["script"], "#!/bin/bash\ntrue\n");
+        // What the recorded real submit of that version looked like, field by field.
+        let recorded: Value = read(&fixtures().join("v0.0.42/submit-request.json"));
+        for key in [
+            "environment",
+            "time_limit",
+            "current_working_directory",
+            "partition",
+        ] {
+            assert!(
+                recorded["job"].get(key).is_some(),
+                "the recorded request has {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn novals_and_unset_times() {
+        let n: NoVal =
+            serde_json::from_str(r#"{"set":false,"infinite":false,"number":7}"#).unwrap();
+        assert_eq!(n.value(), None);
+        let n: NoVal = serde_json::from_str(r#"{"set":true,"infinite":true,"number":0}"#).unwrap();
+        assert_eq!(n.value(), None);
+        let n: NoVal = serde_json::from_str("12").unwrap();
+        assert_eq!(n.value(), Some(12));
+        assert_eq!(time(Some(NoVal::Plain(0))), None);
+    }
+}

@@ -359,3 +359,40 @@ impl RawSlurm {
         assert_eq!(status, 200, "cancel {id}: {json}");
     }
 }
+
+/// The project's slurmrestd client for a local cluster, speaking `version`, minting
+/// tokens from the cluster's JWT key.
+pub fn slurm_client(cluster: &SlurmCluster, version: Option<&str>) -> slurmlab::slurm::RestClient {
+    use slurmlab::slurm::{ClientConfig, RestClient, SlurmMetrics, TokenSource, VersionChoice};
+    let key = std::fs::read(&cluster.jwt_key)
+        .unwrap_or_else(|e| panic!("reading {:?}: {e}", cluster.jwt_key));
+    let auth = TokenSource::jwt_key(key, Duration::from_secs(600));
+    let mut cfg = ClientConfig::new(&cluster.name, &cluster.url, auth, &cluster.user);
+    cfg.version = match version {
+        Some(v) => VersionChoice::Pinned(v.parse().expect("a supported version")),
+        None => VersionChoice::Auto,
+    };
+    cfg.requests_per_second = 50;
+    RestClient::new(cfg, SlurmMetrics::default()).expect("client builds")
+}
+
+/// A minimal job for `cluster`: runs `script` in /tmp as the cluster's user.
+pub fn job_spec(cluster: &SlurmCluster, name: &str, script: &str) -> slurmlab::slurm::JobSpec {
+    slurmlab::slurm::JobSpec {
+        name: name.to_owned(),
+        script: script.to_owned(),
+        partition: Some("debug".to_owned()),
+        nodes: 1,
+        cpus: 1,
+        memory_mb: Some(100),
+        time_limit_minutes: Some(5),
+        working_directory: "/tmp".to_owned(),
+        environment: [("PATH", "/usr/bin:/bin"), ("HOME", "/tmp")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        standard_output: Some("/dev/null".to_owned()),
+        comment: Some(format!("slurmlab-test user={}", cluster.user)),
+        ..Default::default()
+    }
+}
