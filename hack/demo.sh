@@ -13,10 +13,10 @@ k() { "$KUBECTL" "$@"; }
 
 log "building slurmlab"
 (cd "$REPO_DIR" && cargo build --locked --quiet)
-SLURMLAB=${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/slurmlab
+SLURMLAB=$CARGO_TARGET_DIR/debug/slurmlab
 
 log "installing the CRDs"
-"$SLURMLAB" crds | k apply --server-side --field-manager slurmlab-demo -f - >/dev/null
+"$SLURMLAB" crds | k apply --server-side --force-conflicts --field-manager slurmlab-demo -f - >/dev/null
 k wait --for condition=Established --timeout 60s \
   crd/slurmclusters.slurmlab.io crd/computeallocations.slurmlab.io crd/jupytersessions.slurmlab.io >/dev/null
 

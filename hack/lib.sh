@@ -13,7 +13,9 @@ SLURMLAB_CACHE=${SLURMLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slurmlab}
 SLURMLAB_STATE=${SLURMLAB_STATE:-/tmp/slurmlab}
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
-export SLURMLAB_CACHE SLURMLAB_STATE
+# cargo's build cache lives outside the clone too (a fresh clone builds incrementally).
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLURMLAB_CACHE/target}
+export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR
 
 log() { echo "[${LOG_TAG:-hack} +${SECONDS}s] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -3,7 +3,11 @@
 //! - [`api`]: the custom resources (SlurmCluster, ComputeAllocation, JupyterSession).
 //! - [`cli`]: the non-service subcommands of the `slurmlab` binary.
 //! - [`slurm`]: slurmrestd access.
+//! - [`controller`]: the reconcilers behind `slurmlab controller`.
+//! - [`jupyter`]: Jupyter server access.
 
 pub mod api;
 pub mod cli;
+pub mod controller;
+pub mod jupyter;
 pub mod slurm;

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (reconciles SlurmClusters, ComputeAllocations, JupyterSessions).
-    Controller,
+    Controller(slurmlab::controller::ControllerArgs),
     /// Run the MCP gateway for agents.
     Gateway,
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
@@ -35,7 +35,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Controller => Err("the controller is not implemented yet".to_owned()),
+        Command::Controller(args) => serve(|| async {
+            slurmlab::controller::run(args)
+                .await
+                .map_err(|e| e.to_string())
+        }),
         Command::Gateway => Err("the gateway is not implemented yet".to_owned()),
         Command::Crds { output_dir } => {
             slurmlab::cli::crds(output_dir.as_deref()).map_err(|e| e.to_string())
@@ -52,4 +56,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sets up logging, TLS and the async runtime for a long-running role.
+fn serve<F, Fut>(role: F) -> Result<(), String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    // Logs: JSON when SLURMLAB_LOG_FORMAT=json (in clusters), text otherwise; level from RUST_LOG.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_lease_manager=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("SLURMLAB_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    // One rustls crypto provider for the whole process (kube and reqwest share it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(role())
 }

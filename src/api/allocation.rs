@@ -208,6 +208,12 @@ pub struct ComputeAllocationStatus {
     /// Times the job was resubmitted (restartPolicy OnFailure).
     #[serde(default)]
     pub restarts: i32,
+    /// With a restart pending: not before this time (exponential backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_after: Option<Time>,
+    /// Since when the allocation has served no session (for `idleTimeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<Time>,
     /// Standard conditions (Valid, Submitted, Ready, SlurmReachable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -396,3 +396,23 @@ pub fn job_spec(cluster: &SlurmCluster, name: &str, script: &str) -> slurmlab::s
         ..Default::default()
     }
 }
+
+pub mod controller;
+
+/// Like [`wait_until`], but returns None on timeout instead of failing.
+pub async fn wait_until_ok<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,721 @@
+//! The ComputeAllocation reconciler: one SLURM batch job running one Jupyter server.
+//!
+//! Level-triggered and idempotent: each pass reads the object, the job (from the
+//! cluster's batched poller) and the server, and moves one step. Safe to crash between
+//! any two lines: a job submitted just before a crash is found again by its name and
+//! comment and adopted, never submitted twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::conditions::{self, FALSE, TRUE};
+use crate::api::{
+    AllocationPhase, ComputeAllocation, ComputeAllocationStatus, DEFAULT_MAX_RESTARTS,
+    RestartPolicy, SlurmCluster,
+};
+use crate::jupyter::JupyterServer;
+use crate::slurm::{CancelOutcome, SlurmApi, SlurmError};
+
+use super::allocation_state::{Probe, job_status, observe};
+use super::context::{ClusterHandle, Context};
+use super::error::ReconcileError;
+use super::identity::{JobOwner, parse_comment};
+use super::{FIELD_MANAGER, request, script};
+
+/// Finalizer that cancels the job before the allocation goes away.
+pub const FINALIZER: &str = "slurmlab.io/cancel-job";
+/// Key of the Jupyter token in the allocation's Secret.
+pub const TOKEN_KEY: &str = "token";
+const CONDITION_VALID: &str = "Valid";
+const CONDITION_READY: &str = "Ready";
+const CONDITION_SLURM: &str = "SlurmReachable";
+/// How often a settled allocation is looked at again without any event.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Test hook: `SLURMLAB_CRASH_AT=after-submit` kills the process right after a submit,
+/// before the status records the job, so tests can prove the job is adopted, not
+/// submitted twice. Does nothing unless that variable is set.
+fn crash_point(name: &str) {
+    if std::env::var("SLURMLAB_CRASH_AT").as_deref() == Ok(name) {
+        eprintln!("SLURMLAB_CRASH_AT={name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Name of the Secret holding an allocation's Jupyter token.
+pub fn token_secret_name(allocation: &str) -> String {
+    format!("{allocation}-jupyter-token")
+}
+
+pub async fn reconcile(
+    alloc: Arc<ComputeAllocation>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = Reconcile::new(&alloc, &ctx).run().await;
+    ctx.metrics
+        .reconciled("ComputeAllocation", result.is_ok(), started.elapsed());
+    let key = format!(
+        "{}/{}",
+        alloc.namespace().unwrap_or_default(),
+        alloc.name_any()
+    );
+    if alloc.meta().deletion_timestamp.is_some() {
+        ctx.metrics.allocation_phase(&key, None);
+    }
+    result
+}
+
+/// One pass over one allocation.
+struct Reconcile<'a> {
+    alloc: &'a ComputeAllocation,
+    ctx: &'a Arc<Context>,
+    ns: String,
+    name: String,
+    api: Api<ComputeAllocation>,
+    before: ComputeAllocationStatus,
+    status: ComputeAllocationStatus,
+    generation: Option<i64>,
+    /// Reason of the phase-change event, when more precise than the phase's name.
+    event_reason: Option<&'static str>,
+}
+
+impl<'a> Reconcile<'a> {
+    fn new(alloc: &'a ComputeAllocation, ctx: &'a Arc<Context>) -> Self {
+        let ns = alloc.namespace().unwrap_or_default();
+        let before = alloc.status.clone().unwrap_or_default();
+        Self {
+            alloc,
+            ctx,
+            api: Api::namespaced(ctx.client.clone(), &ns),
+            name: alloc.name_any(),
+            ns,
+            status: before.clone(),
+            before,
+            generation: alloc.metadata.generation,
+            event_reason: None,
+        }
+    }
+
+    async fn run(mut self) -> Result<Action, ReconcileError> {
+        if self.alloc.meta().deletion_timestamp.is_some() {
+            return self.finalize().await;
+        }
+        if !self.alloc.finalizers().iter().any(|f| f == FINALIZER) {
+            let mut finalizers = self.alloc.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_owned());
+            self.api
+                .patch(
+                    &self.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+                )
+                .await?;
+            return Ok(Action::await_change());
+        }
+        self.status.observed_generation = self.generation;
+        let action = self.step().await;
+        self.save().await?;
+        action
+    }
+
+    fn object_ref(&self) -> k8s_openapi::api::core::v1::ObjectReference {
+        self.alloc.object_ref(&())
+    }
+
+    fn set_condition(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
+        let status = if ok { TRUE } else { FALSE };
+        conditions::set_condition(
+            &mut self.status.conditions,
+            conditions::condition(type_, status, reason, message, self.generation),
+        );
+    }
+
+    /// Writes the status if it changed, and emits an event for a new phase.
+    async fn save(&mut self) -> Result<(), ReconcileError> {
+        let key = format!("{}/{}", self.ns, self.name);
+        self.ctx
+            .metrics
+            .allocation_phase(&key, Some(&format!("{:?}", self.status.phase)));
+        if self.status == self.before {
+            return Ok(());
+        }
+        let patch = json!({"apiVersion": "slurmlab.io/v1alpha1", "kind": "ComputeAllocation", "status": self.status});
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        if self.status.phase != self.before.phase {
+            let message = self.status.message.clone().unwrap_or_default();
+            let reason = self
+                .event_reason
+                .map_or_else(|| format!("{:?}", self.status.phase), str::to_owned);
+            info!(allocation = %key, phase = %reason, "{message}");
+            match self.status.phase {
+                AllocationPhase::Failed => {
+                    self.ctx
+                        .events
+                        .warning(&self.object_ref(), &reason, message)
+                        .await
+                }
+                _ => {
+                    self.ctx
+                        .events
+                        .normal(&self.object_ref(), &reason, message)
+                        .await
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the allocation one step; the status is saved afterwards whatever happens.
+    async fn step(&mut self) -> Result<Action, ReconcileError> {
+        let cluster_name = self.alloc.spec.cluster_ref.clone();
+        let Some(handle) = self.ctx.clusters.get(&cluster_name) else {
+            let exists = Api::<SlurmCluster>::all(self.ctx.client.clone())
+                .get_opt(&cluster_name)
+                .await?
+                .is_some();
+            let (reason, message) = if exists {
+                (
+                    "ClusterNotReady",
+                    format!("waiting for SlurmCluster {cluster_name} to become reachable"),
+                )
+            } else {
+                (
+                    "ClusterNotFound",
+                    format!(
+                        "SlurmCluster {cluster_name} does not exist: create it or fix spec.clusterRef"
+                    ),
+                )
+            };
+            self.set_condition(CONDITION_VALID, exists, reason, &message);
+            self.status.message = Some(message);
+            // A cluster that exists connects within seconds (e.g. right after a restart).
+            return Ok(Action::requeue(Duration::from_secs(if exists {
+                2
+            } else {
+                10
+            })));
+        };
+        let job_id = self
+            .status
+            .slurm
+            .as_ref()
+            .and_then(|s| s.job_id)
+            .and_then(|j| u64::try_from(j).ok());
+        match job_id {
+            Some(id) => self.track(&handle, id).await,
+            None => self.submit(&handle).await,
+        }
+    }
+
+    /// No job yet: validate, then adopt an existing job of ours or submit one.
+    async fn submit(&mut self, handle: &Arc<ClusterHandle>) -> Result<Action, ReconcileError> {
+        let invalid_for_this_spec = self.status.phase == AllocationPhase::Failed
+            && self.before.observed_generation == self.generation
+            && conditions::find(&self.status.conditions, CONDITION_VALID)
+                .is_some_and(|c| c.status == FALSE);
+        if self.status.phase.is_final()
+            && (invalid_for_this_spec || self.before.observed_generation == self.generation)
+        {
+            // Ended (or refused) for this spec: wait for a spec change.
+            return Ok(Action::await_change());
+        }
+        if let Some(after) = &self.status.restart_after {
+            let wait = after.0.as_second() - Timestamp::now().as_second();
+            if wait > 0 {
+                return Ok(Action::requeue(Duration::from_secs(wait as u64)));
+            }
+        }
+        let cluster = &handle.spec;
+        let resolved = match request::resolve(&self.alloc.spec, cluster) {
+            Ok(r) => r,
+            Err(message) => return Ok(self.refuse("Invalid", message)),
+        };
+        let namespace = Api::<Namespace>::all(self.ctx.client.clone())
+            .get(&self.ns)
+            .await?;
+        let user = match request::slurm_user(
+            &self.ns,
+            namespace.annotations(),
+            cluster,
+            handle.token_user.as_deref(),
+        ) {
+            Ok(u) => u,
+            Err(message) => return Ok(self.refuse("NoSlurmUser", message)),
+        };
+        if let Some(max) = cluster.limits.max_allocations_per_namespace {
+            let active = self
+                .active_allocations_on(&self.alloc.spec.cluster_ref)
+                .await?;
+            if active >= max as usize {
+                let message = format!(
+                    "namespace {} already has {active} active allocations on {} (limit {max}); waiting for one to end",
+                    self.ns, self.alloc.spec.cluster_ref
+                );
+                self.set_condition(CONDITION_VALID, false, "QuotaExceeded", &message);
+                self.status.phase = AllocationPhase::Pending;
+                self.status.message = Some(message);
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        }
+        self.set_condition(
+            CONDITION_VALID,
+            true,
+            "Valid",
+            "the request is within the cluster's limits",
+        );
+        let token = self.ensure_token_secret().await?;
+        let owner = JobOwner {
+            namespace: self.ns.clone(),
+            name: self.name.clone(),
+            uid: self.alloc.uid().unwrap_or_default(),
+            attempt: self.status.restarts.max(0) as u32,
+            cluster_uid: handle.uid.clone(),
+        };
+
+        // The status patch after an earlier submit may have been lost: look first.
+        let existing = match handle.client.find_jobs(&owner.job_name()).await {
+            Ok(jobs) => jobs.into_iter().find(|j| {
+                !j.state.is_finished()
+                    && j.comment
+                        .as_deref()
+                        .and_then(|c| parse_comment(c).owner)
+                        .is_some_and(|o| o.same_object(&owner) && o.attempt == owner.attempt)
+            }),
+            Err(e) => return Ok(self.slurm_unavailable(e)),
+        };
+        let (job_id, how) = match existing {
+            Some(job) => (job.id, "Adopted"),
+            None => {
+                let template = &cluster.job_template;
+                let batch = script::render(template, &owner);
+                let job = request::job_spec(
+                    &resolved,
+                    &self.alloc.spec,
+                    cluster,
+                    owner.job_name(),
+                    owner.comment(),
+                    batch,
+                    &token,
+                );
+                match handle.client.submit(&user, &job).await {
+                    Ok(id) => {
+                        crash_point("after-submit");
+                        (id, "Submitted")
+                    }
+                    Err(e @ SlurmError::Rejected { .. }) => {
+                        return Ok(self.refuse(
+                            "SubmitRejected",
+                            format!("{e}; fix the spec (partition, account, qos, resources)"),
+                        ));
+                    }
+                    Err(e) => return Ok(self.slurm_unavailable(e)),
+                }
+            }
+        };
+        let message = match how {
+            "Adopted" => format!("adopted job {job_id} submitted earlier for this allocation"),
+            _ => format!(
+                "submitted job {job_id} as SLURM user {user} (partition {}, {} CPUs, {} minutes)",
+                resolved.partition.as_deref().unwrap_or("default"),
+                resolved.cpus,
+                resolved.time_limit_minutes
+            ),
+        };
+        self.event_reason = Some(how);
+        self.set_condition(CONDITION_SLURM, true, "Reachable", "slurmrestd answers");
+        self.status.slurm = Some(job_status(job_id, None, &user));
+        self.status.token_secret = Some(token_secret_name(&self.name));
+        self.status.restart_after = None;
+        self.status.phase = AllocationPhase::Queued;
+        self.status.message = Some(message);
+        self.set_condition(CONDITION_READY, false, "Submitted", "the job is queued");
+        handle.poller.track(job_id);
+        self.ctx
+            .own_job(&handle.name, job_id, ObjectRef::from_obj(self.alloc));
+        Ok(Action::requeue(RESYNC))
+    }
+
+    /// A job exists: follow it through the poller, probe the server, handle endings.
+    async fn track(
+        &mut self,
+        handle: &Arc<ClusterHandle>,
+        job_id: u64,
+    ) -> Result<Action, ReconcileError> {
+        handle.poller.track(job_id);
+        self.ctx
+            .own_job(&handle.name, job_id, ObjectRef::from_obj(self.alloc));
+        let job = handle.poller.latest(job_id);
+        let vanished = handle.poller.vanished(job_id);
+        if let Some(err) = handle.poller.last_error() {
+            // Keep the last known state: a brief outage must not fail anything.
+            self.set_condition(CONDITION_SLURM, false, "PollFailed", &err);
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        self.set_condition(CONDITION_SLURM, true, "Reachable", "slurmrestd answers");
+        if job.is_none() && !vanished {
+            handle.poller.poke();
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        let user = self
+            .status
+            .slurm
+            .as_ref()
+            .and_then(|s| s.user.clone())
+            .unwrap_or_default();
+        let bind = handle.spec.job_template.bind_address.clone();
+        let endpoint = job
+            .as_ref()
+            .filter(|j| j.state.is_running())
+            .and_then(|j| j.comment.as_deref())
+            .and_then(|c| parse_comment(c).endpoint);
+        let probe = match &endpoint {
+            Some(e) => self.probe(e).await,
+            None => Probe::NotTried,
+        };
+        let cancelled_by_us = self.before.phase == AllocationPhase::Terminating;
+        let obs = observe(
+            job_id,
+            job.as_ref(),
+            vanished,
+            &probe,
+            bind.as_deref(),
+            cancelled_by_us,
+        );
+        self.status.slurm = Some(job_status(job_id, job.as_ref(), &user));
+        self.status.phase = obs.phase;
+        self.status.message = Some(obs.message.clone());
+        self.status.endpoint = obs
+            .endpoint
+            .filter(|_| obs.phase == AllocationPhase::Ready)
+            .map(|e| format!("http://{e}"));
+        self.set_condition(
+            CONDITION_READY,
+            obs.phase == AllocationPhase::Ready,
+            &obs.reason,
+            &obs.message,
+        );
+
+        match obs.phase {
+            AllocationPhase::Ready => self.idle_check(handle, job_id, &user).await,
+            AllocationPhase::Completed | AllocationPhase::Failed => {
+                handle.poller.untrack(job_id);
+                self.ctx.disown_job(&handle.name, job_id);
+                Ok(self.maybe_restart(&obs.reason))
+            }
+            AllocationPhase::Starting => Ok(Action::requeue(Duration::from_secs(1))),
+            _ => Ok(Action::requeue(RESYNC)),
+        }
+    }
+
+    /// Cancels a Ready allocation that has served no session for `idleTimeout`.
+    async fn idle_check(
+        &mut self,
+        handle: &Arc<ClusterHandle>,
+        job_id: u64,
+        user: &str,
+    ) -> Result<Action, ReconcileError> {
+        if self.status.sessions > 0 {
+            self.status.idle_since = None;
+            return Ok(Action::requeue(RESYNC));
+        }
+        let since = self
+            .status
+            .idle_since
+            .get_or_insert_with(|| Time(Timestamp::now()))
+            .0
+            .as_second();
+        let Some(timeout) = self
+            .alloc
+            .spec
+            .idle_timeout
+            .as_ref()
+            .map(|d| d.to_std())
+            .transpose()?
+        else {
+            return Ok(Action::requeue(RESYNC));
+        };
+        let idle_for = (Timestamp::now().as_second() - since).max(0) as u64;
+        if idle_for < timeout.as_secs() {
+            return Ok(Action::requeue(
+                Duration::from_secs(timeout.as_secs() - idle_for).min(RESYNC),
+            ));
+        }
+        let message = format!(
+            "no session for {}; cancelling job {job_id} (spec.idleTimeout)",
+            self.alloc
+                .spec
+                .idle_timeout
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        match handle.client.cancel(user, job_id).await {
+            Ok(_) => {
+                self.ctx
+                    .events
+                    .normal(&self.object_ref(), "IdleTimeout", &message)
+                    .await;
+                self.status.phase = AllocationPhase::Terminating;
+                self.status.message = Some(message);
+                self.status.endpoint = None;
+                Ok(Action::requeue(Duration::from_secs(2)))
+            }
+            Err(e) => Ok(self.slurm_unavailable(e)),
+        }
+    }
+
+    /// After a failure with `restartPolicy: OnFailure`: schedule a resubmission.
+    fn maybe_restart(&mut self, reason: &str) -> Action {
+        let spec = &self.alloc.spec;
+        let max = spec.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS);
+        if self.status.phase != AllocationPhase::Failed
+            || spec.restart_policy != RestartPolicy::OnFailure
+        {
+            return Action::await_change();
+        }
+        if self.status.restarts >= max {
+            let message = format!(
+                "{} (no restart left: {} of {max} used)",
+                self.status.message.clone().unwrap_or_default(),
+                self.status.restarts
+            );
+            self.status.message = Some(message);
+            return Action::await_change();
+        }
+        self.status.restarts += 1;
+        let backoff = Duration::from_secs((5u64 << (self.status.restarts - 1).min(6)).min(300));
+        let at = Timestamp::now().as_second() + backoff.as_secs() as i64;
+        self.status.restart_after = Timestamp::from_second(at).ok().map(Time);
+        let message = format!(
+            "{}; resubmitting in {} s (restart {} of {max}, restartPolicy OnFailure)",
+            self.status.message.clone().unwrap_or_default(),
+            backoff.as_secs(),
+            self.status.restarts
+        );
+        self.status.phase = AllocationPhase::Pending;
+        self.status.message = Some(message);
+        self.status.endpoint = None;
+        if let Some(slurm) = &mut self.status.slurm {
+            // Keep the ended job's state visible, but forget its id: a new one comes.
+            slurm.job_id = None;
+        }
+        warn!(allocation = %format!("{}/{}", self.ns, self.name), reason, "restarting after a failure");
+        Action::requeue(backoff)
+    }
+
+    /// The request is refused for this spec: Failed, nothing submitted.
+    fn refuse(&mut self, reason: &str, message: String) -> Action {
+        self.set_condition(CONDITION_VALID, false, reason, &message);
+        self.status.phase = AllocationPhase::Failed;
+        self.status.message = Some(message);
+        Action::await_change()
+    }
+
+    /// slurmrestd is down or refuses us: keep the state, say why, retry.
+    fn slurm_unavailable(&mut self, e: SlurmError) -> Action {
+        warn!(allocation = %format!("{}/{}", self.ns, self.name), error = %e, "slurmrestd unavailable");
+        self.set_condition(CONDITION_SLURM, false, e.kind(), &e.to_string());
+        self.status.message = Some(format!("waiting for slurmrestd: {e}"));
+        Action::requeue(Duration::from_secs(10))
+    }
+
+    async fn probe(&self, endpoint: &str) -> Probe {
+        let token = match self.read_token().await {
+            Ok(t) => t,
+            Err(e) => return Probe::Failed(e.to_string()),
+        };
+        let server =
+            match JupyterServer::new(format!("http://{endpoint}"), token, Duration::from_secs(3)) {
+                Ok(s) => s,
+                Err(e) => return Probe::Failed(e.to_string()),
+            };
+        match server.status().await {
+            Ok(_) => Probe::Answered,
+            Err(crate::jupyter::JupyterError::Unreachable { .. }) => {
+                Probe::Failed("not accepting connections yet".into())
+            }
+            Err(e) => Probe::Failed(e.to_string()),
+        }
+    }
+
+    async fn read_token(&self) -> Result<String, ReconcileError> {
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let secret = api.get(&token_secret_name(&self.name)).await?;
+        secret
+            .data
+            .and_then(|d| {
+                d.get(TOKEN_KEY)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+            .ok_or_else(|| {
+                ReconcileError::Other(format!(
+                    "Secret {} has no key {TOKEN_KEY}",
+                    token_secret_name(&self.name)
+                ))
+            })
+    }
+
+    /// The token Secret, owned by the allocation (deleted with it); created once.
+    async fn ensure_token_secret(&self) -> Result<String, ReconcileError> {
+        if let Ok(token) = self.read_token().await {
+            return Ok(token);
+        }
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ReconcileError::Other(format!("no randomness for a token: {e}")))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let owner = OwnerReference {
+            api_version: "slurmlab.io/v1alpha1".into(),
+            kind: "ComputeAllocation".into(),
+            name: self.name.clone(),
+            uid: self.alloc.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": token_secret_name(&self.name),
+                "namespace": self.ns,
+                "labels": {"app.kubernetes.io/managed-by": "slurmlab", "slurmlab.io/allocation": self.name},
+                "ownerReferences": [owner],
+            },
+            "type": "Opaque",
+            "stringData": {TOKEN_KEY: token},
+        }))
+        .map_err(|e| ReconcileError::Other(e.to_string()))?;
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(token),
+            // Created by a concurrent pass: use that one.
+            Err(kube::Error::Api(s)) if s.code == 409 => self.read_token().await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Allocations of this namespace on the cluster that have not ended (this one excluded).
+    async fn active_allocations_on(&self, cluster: &str) -> Result<usize, ReconcileError> {
+        let list = self.api.list(&Default::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|a| a.spec.cluster_ref == cluster && a.name_any() != self.name)
+            .filter(|a| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.slurm.as_ref().is_some_and(|j| j.job_id.is_some()) && !s.phase.is_final()
+                })
+            })
+            .count())
+    }
+
+    /// Deletion: cancel the job, wait (bounded) for SLURM to confirm, release.
+    async fn finalize(mut self) -> Result<Action, ReconcileError> {
+        if !self.alloc.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        let job_id = self
+            .status
+            .slurm
+            .as_ref()
+            .and_then(|s| s.job_id)
+            .and_then(|j| u64::try_from(j).ok());
+        let user = self
+            .status
+            .slurm
+            .as_ref()
+            .and_then(|s| s.user.clone())
+            .unwrap_or_default();
+        let handle = self.ctx.clusters.get(&self.alloc.spec.cluster_ref);
+        if let (Some(id), Some(handle)) = (job_id, &handle) {
+            let done = match handle.client.job(id).await {
+                Ok(job) if job.state.is_finished() => true,
+                Ok(_) => {
+                    if self.before.phase != AllocationPhase::Terminating {
+                        match handle.client.cancel(&user, id).await {
+                            Ok(CancelOutcome::Unknown) => {}
+                            Ok(_) => {
+                                let m = format!(
+                                    "cancelling job {id} because the allocation is being deleted"
+                                );
+                                self.ctx
+                                    .events
+                                    .normal(&self.object_ref(), "Cancelling", &m)
+                                    .await;
+                                self.status.phase = AllocationPhase::Terminating;
+                                self.status.message = Some(m);
+                                self.status.endpoint = None;
+                                self.save().await?;
+                            }
+                            Err(e) => warn!(job = id, error = %e, "cancelling failed; will retry"),
+                        }
+                    }
+                    false
+                }
+                Err(SlurmError::UnknownJob { .. }) => true,
+                Err(e) => {
+                    warn!(job = id, error = %e, "cannot check the job while deleting");
+                    false
+                }
+            };
+            if !done && !self.cancel_wait_over() {
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            if !done {
+                let m = format!(
+                    "job {id} did not end within {} s of the cancel; releasing the allocation anyway (check `squeue -j {id}`; the orphan sweep cancels it again)",
+                    self.ctx.settings.cancel_wait.as_secs()
+                );
+                self.ctx
+                    .events
+                    .warning(&self.object_ref(), "CancelTimeout", &m)
+                    .await;
+            }
+            handle.poller.untrack(id);
+            self.ctx.disown_job(&handle.name, id);
+        } else if job_id.is_some() && !self.cancel_wait_over() {
+            // The cluster is not connected (yet): give it a moment before giving up.
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        let remaining: Vec<String> = self
+            .alloc
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        self.api
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": remaining}})),
+            )
+            .await?;
+        Ok(Action::await_change())
+    }
+
+    fn cancel_wait_over(&self) -> bool {
+        let Some(deleted) = &self.alloc.meta().deletion_timestamp else {
+            return true;
+        };
+        let waited = Timestamp::now().as_second() - deleted.0.as_second();
+        waited >= self.ctx.settings.cancel_wait.as_secs() as i64
+    }
+}

@@ -1,0 +1,133 @@
+//! State shared by the reconcilers: the Kubernetes client, events, metrics, and one
+//! slurmrestd client + batched poller per SlurmCluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::ObjectRef;
+use tokio::task::JoinHandle;
+
+use crate::api::{ComputeAllocation, SlurmClusterSpec};
+use crate::slurm::RestClient;
+use crate::slurm::poller::Poller;
+
+use super::events::Events;
+use super::metrics::Metrics;
+
+/// Settings of this controller process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Only ComputeAllocations in this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Only SlurmClusters matching this label selector (all when `None`).
+    pub cluster_selector: Option<String>,
+    /// How long deletion waits for SLURM to confirm a cancelled job ended.
+    pub cancel_wait: std::time::Duration,
+    /// How often a reachable cluster is pinged again.
+    pub cluster_recheck: std::time::Duration,
+    /// How often each cluster is swept for orphaned jobs.
+    pub orphan_sweep: std::time::Duration,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    pub clusters: ClusterRegistry,
+    pub settings: Settings,
+    /// Wakes the allocation controller when the poller sees a job change.
+    pub allocation_trigger: UnboundedSender<ObjectRef<ComputeAllocation>>,
+    /// (cluster, job id) → the allocation that owns the job.
+    pub job_owners: Mutex<HashMap<(String, u64), ObjectRef<ComputeAllocation>>>,
+}
+
+impl Context {
+    /// Remembers who owns a job, so poller events reach its allocation.
+    pub fn own_job(&self, cluster: &str, job_id: u64, owner: ObjectRef<ComputeAllocation>) {
+        self.job_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((cluster.to_owned(), job_id), owner);
+    }
+
+    pub fn disown_job(&self, cluster: &str, job_id: u64) {
+        self.job_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(cluster.to_owned(), job_id));
+    }
+
+    pub fn job_owner(&self, cluster: &str, job_id: u64) -> Option<ObjectRef<ComputeAllocation>> {
+        self.job_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(cluster.to_owned(), job_id))
+            .cloned()
+    }
+}
+
+/// One SLURM cluster as the controller uses it.
+pub struct ClusterHandle {
+    pub name: String,
+    /// UID of the SlurmCluster object: jobs submitted through it carry it.
+    pub uid: String,
+    pub spec: SlurmClusterSpec,
+    pub client: Arc<RestClient>,
+    pub poller: Arc<Poller>,
+    /// The user a static token acts as (None with a JWT key).
+    pub token_user: Option<String>,
+    /// Hash of everything that needs a new client when it changes.
+    pub fingerprint: u64,
+    /// Hash of the Secret's bytes.
+    pub secret_hash: std::sync::atomic::AtomicU64,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ClusterHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The SLURM clusters known to this controller, by SlurmCluster name.
+#[derive(Default)]
+pub struct ClusterRegistry {
+    clusters: RwLock<HashMap<String, Arc<ClusterHandle>>>,
+}
+
+impl ClusterRegistry {
+    pub fn get(&self, name: &str) -> Option<Arc<ClusterHandle>> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn insert(&self, handle: Arc<ClusterHandle>) -> Option<Arc<ClusterHandle>> {
+        self.clusters
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(handle.name.clone(), handle)
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<ClusterHandle>> {
+        self.clusters
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+
+    pub fn all(&self) -> Vec<Arc<ClusterHandle>> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}

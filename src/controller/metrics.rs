@@ -1,0 +1,150 @@
+//! The controller's Prometheus metrics, all in one registry served at `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::slurm::SlurmMetrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+/// Everything the controller exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub slurm: SlurmMetrics,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+    durations: Family<KindLabels, Histogram>,
+    allocations: Family<PhaseLabels, Gauge>,
+    phases: Mutex<HashMap<String, String>>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let slurm = SlurmMetrics::register(&mut registry);
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let errors = Family::<KindLabels, Counter>::default();
+        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        let allocations = Family::<PhaseLabels, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "slurmlab_reconciles",
+            "Reconciliations by kind and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "slurmlab_reconcile_errors",
+            "Failed reconciliations by kind",
+            errors.clone(),
+        );
+        registry.register(
+            "slurmlab_reconcile_duration_seconds",
+            "Duration of reconciliations",
+            durations.clone(),
+        );
+        registry.register(
+            "slurmlab_allocations",
+            "ComputeAllocations by phase",
+            allocations.clone(),
+        );
+        registry.register(
+            "slurmlab_leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            slurm,
+            reconciles,
+            errors,
+            durations,
+            allocations,
+            phases: Mutex::default(),
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, kind: &str, ok: bool, elapsed: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+        if !ok {
+            self.errors
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .inc();
+        }
+        self.durations
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records an allocation's phase (`None` when it is gone) and updates the gauges.
+    pub fn allocation_phase(&self, key: &str, phase: Option<&str>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        match phase {
+            Some(p) => phases.insert(key.to_owned(), p.to_owned()),
+            None => phases.remove(key),
+        };
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for p in phases.values() {
+            *counts.entry(p.as_str()).or_default() += 1;
+        }
+        for p in [
+            "Pending",
+            "Queued",
+            "Starting",
+            "Ready",
+            "Terminating",
+            "Completed",
+            "Failed",
+        ] {
+            self.allocations
+                .get_or_create(&PhaseLabels { phase: p.into() })
+                .set(counts.get(p).copied().unwrap_or(0));
+        }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,268 @@
+//! `slurmlab controller`: reconciles SlurmClusters and ComputeAllocations (and, later,
+//! JupyterSessions) with leader election, health and metrics endpoints, and graceful
+//! shutdown.
+
+mod allocation;
+pub mod allocation_state;
+mod cluster;
+pub mod context;
+mod error;
+mod events;
+mod http;
+pub mod identity;
+pub mod metrics;
+mod orphans;
+pub mod request;
+pub mod script;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use allocation::{FINALIZER, TOKEN_KEY, token_secret_name};
+pub use error::ReconcileError;
+
+use crate::api::{ComputeAllocation, SlurmCluster};
+use context::{ClusterRegistry, Context, Settings};
+
+/// Field manager of everything the controller writes.
+pub const FIELD_MANAGER: &str = "slurmlab-controller";
+
+/// Options of `slurmlab controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Kubeconfig to use (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SLURMLAB_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Only reconcile ComputeAllocations and JupyterSessions in this namespace.
+    #[arg(long, env = "SLURMLAB_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Only reconcile SlurmClusters matching this label selector.
+    #[arg(long, env = "SLURMLAB_CLUSTER_SELECTOR")]
+    pub cluster_selector: Option<String>,
+    /// Take the leader Lease before acting, so only one replica acts at a time.
+    #[arg(long, env = "SLURMLAB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "slurmlab-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "SLURMLAB_LEASE_NAME",
+        default_value = "slurmlab-controller"
+    )]
+    pub lease_name: String,
+    /// Seconds a deletion waits for SLURM to confirm a cancelled job ended.
+    #[arg(long, default_value_t = 60)]
+    pub cancel_wait_seconds: u64,
+    /// Seconds between pings of a reachable slurmrestd (and re-reads of its auth Secret).
+    #[arg(long, default_value_t = 30)]
+    pub cluster_recheck_seconds: u64,
+    /// Seconds between sweeps for orphaned jobs (jobs whose allocation is gone).
+    #[arg(long, default_value_t = 300)]
+    pub orphan_sweep_seconds: u64,
+}
+
+/// Why the controller could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot build a Kubernetes client: {0} (set --kubeconfig or run in a pod)")]
+    Client(String),
+    #[error("cannot serve health and metrics on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "leader election failed: {0} (the controller needs get/create/update on leases in {1})"
+    )]
+    Lease(String, String),
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<Client, ControllerError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ControllerError::Client(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| ControllerError::Client(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ControllerError::Client(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| ControllerError::Client(e.to_string()))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the controller until SIGTERM/Ctrl-C (or until it loses the leader lease).
+pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let readiness = Arc::new(http::Readiness::default());
+    let shutdown = CancellationToken::new();
+    let (addr, http_task) = http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|source| ControllerError::Http {
+        addr: args.metrics_addr,
+        source,
+    })?;
+    info!(%addr, "serving /healthz, /readyz and /metrics");
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            hostname::get()
+                .ok()
+                .map(|h| h.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "slurmlab-controller".into());
+    let identity = format!("{identity}-{}", std::process::id());
+    let mut lease = None;
+    if args.leader_election {
+        readiness.standby();
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(|e| ControllerError::Lease(e.to_string(), args.lease_namespace.clone()))?;
+        let (mut leader, task) = manager.watch().await;
+        info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting for the leader lease");
+        while !*leader.borrow_and_update() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    drop(leader);
+                    let _ = task.await;
+                    http_task.abort();
+                    return Ok(());
+                }
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        return Err(ControllerError::Lease("the lease manager stopped".into(), args.lease_namespace.clone()));
+                    }
+                }
+            }
+        }
+        info!(%identity, "acquired the leader lease");
+        // Losing the lease stops this replica from acting at once.
+        let lost = shutdown.clone();
+        let mut watch = leader.clone();
+        let watcher_task = tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                if !*watch.borrow_and_update() {
+                    warn!("lost the leader lease; stopping");
+                    lost.cancel();
+                    return;
+                }
+            }
+        });
+        lease = Some((leader, task, watcher_task));
+    }
+    readiness.leading();
+    metrics.set_leader(true);
+
+    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        events: events::Events::new(client.clone(), Some(identity.clone())),
+        metrics: metrics.clone(),
+        clusters: ClusterRegistry::default(),
+        settings: Settings {
+            namespace: args.watch_namespace.clone(),
+            cluster_selector: args.cluster_selector.clone(),
+            cancel_wait: Duration::from_secs(args.cancel_wait_seconds),
+            cluster_recheck: Duration::from_secs(args.cluster_recheck_seconds.max(1)),
+            orphan_sweep: Duration::from_secs(args.orphan_sweep_seconds.max(10)),
+        },
+        allocation_trigger: trigger_tx,
+        job_owners: Default::default(),
+    });
+
+    let mut cluster_watch = watcher::Config::default();
+    if let Some(sel) = &args.cluster_selector {
+        cluster_watch = cluster_watch.labels(sel);
+    }
+    let clusters = Controller::new(Api::<SlurmCluster>::all(client.clone()), cluster_watch)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(cluster::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let alloc_api: Api<ComputeAllocation> = match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let allocations = Controller::new(alloc_api, watcher::Config::default())
+        .reconcile_on(trigger_rx)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(allocation::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    info!("controllers running");
+    tokio::join!(clusters, allocations);
+
+    metrics.set_leader(false);
+    if let Some((leader, task, watcher_task)) = lease {
+        // Every receiver must go for the lease manager to release the lease and stop.
+        watcher_task.abort();
+        let _ = watcher_task.await;
+        drop(leader);
+        let _ = task.await;
+    }
+    shutdown.cancel();
+    let _ = http_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+fn error_policy<K>(_obj: Arc<K>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed; retrying in 5 s");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,254 @@
+//! Running the real `slurmlab controller` binary in a test, scoped to the test's own
+//! namespace and SlurmCluster so tests run side by side.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use slurmlab::api::{ComputeAllocation, SlurmCluster};
+
+use super::{Env, SlurmCluster as EnvCluster};
+
+/// A test's namespace, with its own SlurmCluster pointing at one local SLURM cluster.
+pub struct Scope {
+    pub ns: String,
+    /// Label value selecting this test's SlurmCluster.
+    pub id: String,
+    /// Name of the SlurmCluster object.
+    pub cluster: String,
+    pub slurm: EnvCluster,
+}
+
+impl Scope {
+    /// Creates the namespace, the JWT key Secret and the SlurmCluster.
+    pub async fn create(client: &Client, slurm: &EnvCluster, prefix: &str) -> Scope {
+        let ns = super::create_namespace(client, prefix).await;
+        let id = ns.clone();
+        let key = std::fs::read(&slurm.jwt_key).expect("the cluster's JWT key");
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "slurm-jwt", "namespace": ns},
+            "data": {"jwt_hs256.key": base64_encode(&key)}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let cluster: SlurmCluster = serde_json::from_value(json!({
+            "apiVersion": "slurmlab.io/v1alpha1", "kind": "SlurmCluster",
+            "metadata": {"name": format!("{ns}-slurm"), "labels": {"slurmlab.io/test": id}},
+            "spec": {
+                "restApi": {"url": slurm.url},
+                "auth": {"jwtKeySecretRef": {"namespace": ns, "name": "slurm-jwt", "key": "jwt_hs256.key"}},
+                "userMapping": {"defaultUser": slurm.user},
+                "defaults": {"partition": "debug", "timeLimit": "30m", "memory": "512Mi"},
+                "limits": {"maxTimeLimit": "2h"},
+                "jobTemplate": {
+                    "serverCommand": format!("{}/bin/jupyter-server", slurm.jupyter_venv),
+                    "notebookRoot": "$HOME/notebooks",
+                    "bindAddress": "127.0.0.1"
+                },
+                "polling": {"interval": "2s", "activeInterval": "1s", "requestsPerSecond": 20}
+            }
+        }))
+        .unwrap();
+        Api::<SlurmCluster>::all(client.clone())
+            .create(&PostParams::default(), &cluster)
+            .await
+            .unwrap();
+        Scope {
+            cluster: format!("{ns}-slurm"),
+            ns,
+            id,
+            slurm: slurm.clone(),
+        }
+    }
+
+    pub fn allocations(&self, client: &Client) -> Api<ComputeAllocation> {
+        Api::namespaced(client.clone(), &self.ns)
+    }
+
+    /// Creates an allocation on the scope's cluster; `spec` adds to `{clusterRef}`.
+    pub async fn allocation(
+        &self,
+        client: &Client,
+        name: &str,
+        mut spec: serde_json::Value,
+    ) -> ComputeAllocation {
+        spec["clusterRef"] = json!(self.cluster);
+        let obj: ComputeAllocation = serde_json::from_value(json!({
+            "apiVersion": "slurmlab.io/v1alpha1", "kind": "ComputeAllocation",
+            "metadata": {"name": name, "namespace": self.ns}, "spec": spec
+        }))
+        .unwrap();
+        self.allocations(client)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap()
+    }
+
+    /// Deletes every allocation (while the controller still runs, so jobs are cancelled),
+    /// then the SlurmCluster and the namespace.
+    pub async fn cleanup(&self, client: &Client) {
+        let api = self.allocations(client);
+        let _ = api
+            .delete_collection(&DeleteParams::default(), &Default::default())
+            .await;
+        let _ = super::wait_until_ok(Duration::from_secs(60), || async {
+            api.list(&Default::default())
+                .await
+                .ok()
+                .filter(|l| l.items.is_empty())
+        })
+        .await;
+        let _ = Api::<SlurmCluster>::all(client.clone())
+            .delete(&self.cluster, &DeleteParams::default())
+            .await;
+        super::delete_namespace(client, &self.ns).await;
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A `slurmlab controller` process; killed when dropped.
+pub struct ControllerProcess {
+    child: Option<Child>,
+    pub metrics_addr: String,
+    pub log: PathBuf,
+}
+
+impl ControllerProcess {
+    /// Starts the controller scoped to `scope`, with extra environment variables.
+    pub fn start(env: &Env, scope: &Scope, extra_env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log_dir = PathBuf::from(env.get("SLURMLAB_STATE")).join("test-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("controller-{}.log", scope.ns));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slurmlab"));
+        cmd.arg("controller")
+            .args(["--kubeconfig", env.kubeconfig(super::User::Admin)])
+            .args(["--metrics-addr", &metrics_addr])
+            .args(["--watch-namespace", &scope.ns])
+            .args([
+                "--cluster-selector",
+                &format!("slurmlab.io/test={}", scope.id),
+            ])
+            .args(["--lease-namespace", &scope.ns, "--lease-name", "controller"])
+            .args([
+                "--cancel-wait-seconds",
+                "30",
+                "--cluster-recheck-seconds",
+                "2",
+                "--orphan-sweep-seconds",
+                "10",
+            ])
+            .env("RUST_LOG", "info,slurmlab=debug,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(out);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("starting slurmlab controller");
+        Self {
+            child: Some(child),
+            metrics_addr,
+            log,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a crash point).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// The controller's /metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The controller's log so far (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The sum of a counter family's samples whose labels contain every `needle`.
+pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

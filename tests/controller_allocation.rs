@@ -1,0 +1,508 @@
+//! The controller against the real API server, real Slurm 24.11 and 26.05 and real
+//! Jupyter servers in batch jobs: SlurmCluster reachability, ComputeAllocations becoming
+//! Ready, deletion, out-of-band cancels, restarts, crash adoption, orphans, refusals,
+//! and queueing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::controller::{ControllerProcess, Scope};
+use common::{Env, User, slurm_client};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use slurmlab::api::{AllocationPhase, ComputeAllocation, SlurmCluster};
+use slurmlab::slurm::{BaseState, SlurmApi};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn cluster_named(env: &Env, name: &str) -> common::SlurmCluster {
+    env.slurm_clusters()
+        .into_iter()
+        .find(|c| c.name == name)
+        .expect("cluster in the environment")
+}
+
+/// Waits until the allocation satisfies `check`; fails with its status and the log.
+async fn wait_alloc(
+    client: &Client,
+    scope: &Scope,
+    name: &str,
+    ctl: &ControllerProcess,
+    what: &str,
+    check: impl Fn(&ComputeAllocation) -> bool,
+) -> ComputeAllocation {
+    let api = scope.allocations(client);
+    let found = common::wait_until_ok(READY_TIMEOUT, || async {
+        let a = api.get(name).await.ok()?;
+        check(&a).then_some(a)
+    })
+    .await;
+    match found {
+        Some(a) => a,
+        None => {
+            let now = api.get(name).await.ok().and_then(|a| a.status);
+            panic!(
+                "{name} never became {what}; status: {now:#?}\ncontroller log:\n{}",
+                ctl.log_tail()
+            )
+        }
+    }
+}
+
+fn phase(a: &ComputeAllocation) -> AllocationPhase {
+    a.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn job_id(a: &ComputeAllocation) -> u64 {
+    a.status
+        .as_ref()
+        .and_then(|s| s.slurm.as_ref())
+        .and_then(|j| j.job_id)
+        .expect("a job id") as u64
+}
+
+async fn token_of(client: &Client, ns: &str, alloc: &ComputeAllocation) -> String {
+    let name = alloc
+        .status
+        .as_ref()
+        .and_then(|s| s.token_secret.clone())
+        .expect("status names the token Secret");
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&name)
+        .await
+        .unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn cluster_reachability_follows_its_secret() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let scope = Scope::create(&client, &cluster_named(&env, "trixie"), "ctl-cluster").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let clusters: Api<SlurmCluster> = Api::all(client.clone());
+    let reachable = |want: &'static str| {
+        let clusters = clusters.clone();
+        let name = scope.cluster.clone();
+        async move {
+            common::wait_until_ok(Duration::from_secs(60), || async {
+                let c = clusters.get(&name).await.ok()?;
+                let status = c.status.clone()?;
+                let cond = status.conditions.iter().find(|c| c.type_ == "Reachable")?;
+                (cond.status == want).then_some(status)
+            })
+            .await
+        }
+    };
+    let status = reachable("True")
+        .await
+        .unwrap_or_else(|| panic!("never Reachable:\n{}", ctl.log_tail()));
+    assert_eq!(status.api_version.as_deref(), Some("v0.0.42"));
+    assert!(
+        status
+            .slurm_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("24.11")),
+        "{status:?}"
+    );
+    assert!(status.last_ping.is_some());
+
+    // A key that is not the cluster's: NotReachable, with a message saying what to check.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &scope.ns);
+    let wrong = json!({"data": {"jwt_hs256.key": "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXkhIQ=="}});
+    secrets
+        .patch("slurm-jwt", &PatchParams::default(), &Patch::Merge(&wrong))
+        .await
+        .unwrap();
+    let status = reachable("False")
+        .await
+        .unwrap_or_else(|| panic!("a wrong key went unnoticed:\n{}", ctl.log_tail()));
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("auth Secret"), "{message}");
+
+    // Fixing the Secret recovers without a restart.
+    let key = std::fs::read(&scope.slurm.jwt_key).unwrap();
+    let right = json!({"data": {"jwt_hs256.key": base64_of(&key)}});
+    secrets
+        .patch("slurm-jwt", &PatchParams::default(), &Patch::Merge(&right))
+        .await
+        .unwrap();
+    reachable("True")
+        .await
+        .unwrap_or_else(|| panic!("did not recover:\n{}", ctl.log_tail()));
+
+    // Events are listed for the cluster-scoped object too.
+    let (ok, out, err) = env.kubectl(User::Admin, &["describe", "slurmcluster", &scope.cluster]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Reachable") && out.contains("AuthRefused"),
+        "{out}"
+    );
+    scope.cleanup(&client).await;
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn allocations_become_ready_and_deletion_cancels_the_job() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    for name in ["trixie", "sid"] {
+        let slurm = cluster_named(&env, name);
+        let scope = Scope::create(&client, &slurm, &format!("ctl-ready-{name}")).await;
+        let ctl = ControllerProcess::start(&env, &scope, &[]);
+        scope
+            .allocation(&client, "box", json!({"cpus": 1, "timeLimit": "20m"}))
+            .await;
+        let alloc = wait_alloc(&client, &scope, "box", &ctl, "Ready", |a| {
+            phase(a) == AllocationPhase::Ready
+        })
+        .await;
+        let status = alloc.status.clone().unwrap();
+        let endpoint = status
+            .endpoint
+            .clone()
+            .expect("a Ready allocation has an endpoint");
+        let id = job_id(&alloc);
+
+        // The endpoint answers with the Secret's token, and only with it.
+        let token = token_of(&client, &scope.ns, &alloc).await;
+        let http = reqwest::Client::new();
+        let url = format!("{endpoint}/api/status");
+        let with = http
+            .get(&url)
+            .header("Authorization", format!("token {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with.status(), 200, "{name}");
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 403, "{name}");
+
+        // kubectl shows what it is doing; describe lists the events.
+        let (ok, out, err) =
+            env.kubectl(User::Admin, &["get", "computeallocations", "-n", &scope.ns]);
+        assert!(ok, "{err}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("box"))
+            .unwrap_or_else(|| panic!("{out}"));
+        for want in [
+            "Ready",
+            &id.to_string(),
+            "RUNNING",
+            env.get(&format!("SLURM_{}_NODE", name.to_uppercase())),
+        ] {
+            assert!(line.contains(want), "{want} missing from {line:?}");
+        }
+        let (_, out, _) = env.kubectl(
+            User::Admin,
+            &["describe", "computeallocation", "box", "-n", &scope.ns],
+        );
+        for event in ["Submitted", "Ready"] {
+            assert!(
+                out.contains(event),
+                "event {event} missing from describe:\n{out}"
+            );
+        }
+        assert!(
+            !out.contains(&token),
+            "the token must never appear in the object"
+        );
+
+        // Delete: the job is cancelled and the object goes away.
+        scope
+            .allocations(&client)
+            .delete("box", &DeleteParams::default())
+            .await
+            .unwrap();
+        common::wait_until(
+            Duration::from_secs(60),
+            "the allocation to be gone",
+            || async {
+                scope
+                    .allocations(&client)
+                    .get_opt("box")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        let job = slurm_client(&slurm, None).job(id).await.unwrap();
+        assert_eq!(
+            job.state.base,
+            BaseState::Cancelled,
+            "{name}: {}",
+            job.state
+        );
+        scope.cleanup(&client).await;
+    }
+}
+
+#[tokio::test]
+async fn out_of_band_cancel_fails_and_on_failure_resubmits() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "sid");
+    let scope = Scope::create(&client, &slurm, "ctl-scancel").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    scope.allocation(&client, "never", json!({"cpus": 1})).await;
+    scope
+        .allocation(
+            &client,
+            "again",
+            json!({"cpus": 1, "restartPolicy": "OnFailure", "maxRestarts": 2}),
+        )
+        .await;
+    let never = wait_alloc(&client, &scope, "never", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let again = wait_alloc(&client, &scope, "again", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let rest = slurm_client(&slurm, None);
+    rest.cancel(&slurm.user, job_id(&never)).await.unwrap();
+    let first = job_id(&again);
+    rest.cancel(&slurm.user, first).await.unwrap();
+
+    let failed = wait_alloc(&client, &scope, "never", &ctl, "Failed", |a| {
+        phase(a) == AllocationPhase::Failed
+    })
+    .await;
+    let message = failed.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("cancelled outside slurmlab"), "{message}");
+    let restarted = wait_alloc(&client, &scope, "again", &ctl, "Ready again", |a| {
+        phase(a) == AllocationPhase::Ready && a.status.as_ref().is_some_and(|s| s.restarts == 1)
+    })
+    .await;
+    assert_ne!(job_id(&restarted), first, "a new job");
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["describe", "computeallocation", "again", "-n", &scope.ns],
+    );
+    assert!(out.contains("resubmitting"), "{out}");
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-crash").await;
+    let mut crashing =
+        ControllerProcess::start(&env, &scope, &[("SLURMLAB_CRASH_AT", "after-submit")]);
+    scope
+        .allocation(&client, "survivor", json!({"cpus": 1}))
+        .await;
+    let exit = crashing.wait_exit(Duration::from_secs(60));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "the controller should have crashed after submitting:\n{}",
+        crashing.log_tail()
+    );
+    let before = scope.allocations(&client).get("survivor").await.unwrap();
+    assert!(
+        before
+            .status
+            .as_ref()
+            .and_then(|s| s.slurm.as_ref())
+            .and_then(|j| j.job_id)
+            .is_none(),
+        "the crash came before the status update"
+    );
+
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = wait_alloc(&client, &scope, "survivor", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let rest = slurm_client(&slurm, None);
+    let jobs: Vec<_> = rest
+        .find_jobs(&format!("slurmlab-{}-survivor", scope.ns))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| !j.state.is_finished())
+        .collect();
+    assert_eq!(jobs.len(), 1, "exactly one job: {jobs:?}");
+    assert_eq!(
+        jobs[0].id,
+        job_id(&alloc),
+        "the allocation adopted the job submitted before the crash"
+    );
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["describe", "computeallocation", "survivor", "-n", &scope.ns],
+    );
+    assert!(out.contains("Adopted"), "{out}");
+
+    // Orphan: the allocation disappears while the controller is down (finalizer removed
+    // by hand); the restarted controller cancels its job.
+    let mut ctl = ctl;
+    assert!(
+        ctl.stop(),
+        "graceful shutdown on SIGTERM:\n{}",
+        ctl.log_tail()
+    );
+    let api = scope.allocations(&client);
+    api.patch(
+        "survivor",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    api.delete("survivor", &DeleteParams::default())
+        .await
+        .unwrap();
+    let orphan = jobs[0].id;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let cancelled = common::wait_until_ok(Duration::from_secs(60), || async {
+        rest.job(orphan)
+            .await
+            .ok()
+            .filter(|j| j.state.base == BaseState::Cancelled)
+    })
+    .await;
+    assert!(
+        cancelled.is_some(),
+        "orphan job {orphan} was not cancelled:\n{}",
+        ctl.log_tail()
+    );
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_before_anything_is_submitted() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    for name in ["trixie", "sid"] {
+        let slurm = cluster_named(&env, name);
+        let scope = Scope::create(&client, &slurm, &format!("ctl-invalid-{name}")).await;
+        let ctl = ControllerProcess::start(&env, &scope, &[]);
+        scope
+            .allocation(&client, "badpart", json!({"partition": "nosuchpartition"}))
+            .await;
+        scope
+            .allocation(&client, "toolong", json!({"timeLimit": "5h"}))
+            .await;
+        scope.allocation(&client, "nocluster", json!({})).await;
+        scope
+            .allocations(&client)
+            .patch(
+                "nocluster",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"clusterRef": "no-such-cluster"}})),
+            )
+            .await
+            .unwrap();
+        let failed = |a: &ComputeAllocation| phase(a) == AllocationPhase::Failed;
+        let badpart = wait_alloc(&client, &scope, "badpart", &ctl, "Failed", failed).await;
+        let m = badpart.status.unwrap().message.unwrap_or_default();
+        assert!(
+            m.to_lowercase().contains("invalid partition"),
+            "{name}: SLURM's own reason: {m}"
+        );
+        let toolong = wait_alloc(&client, &scope, "toolong", &ctl, "Failed", failed).await;
+        let m = toolong.status.unwrap().message.unwrap_or_default();
+        assert!(
+            m.contains("at most 2h") && m.contains("spec.timeLimit"),
+            "{m}"
+        );
+        let nocluster = wait_alloc(&client, &scope, "nocluster", &ctl, "refused", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("does not exist"))
+            })
+        })
+        .await;
+        assert!(nocluster.status.unwrap().slurm.is_none());
+        // Nothing reached SLURM for the refused ones.
+        let rest = slurm_client(&slurm, None);
+        for alloc in ["badpart", "toolong", "nocluster"] {
+            let jobs = rest
+                .find_jobs(&format!("slurmlab-{}-{alloc}", scope.ns))
+                .await
+                .unwrap();
+            assert!(jobs.is_empty(), "{name}: {alloc} submitted {jobs:?}");
+        }
+        scope.cleanup(&client).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_node_queues_with_slurms_reason_then_runs() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "sid");
+    let scope = Scope::create(&client, &slurm, "ctl-queue").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    scope.allocation(&client, "big", json!({"cpus": 6})).await;
+    wait_alloc(&client, &scope, "big", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    scope.allocation(&client, "small", json!({"cpus": 3})).await;
+    let queued = wait_alloc(
+        &client,
+        &scope,
+        "small",
+        &ctl,
+        "Queued for resources",
+        |a| {
+            phase(a) == AllocationPhase::Queued
+                && a.status
+                    .as_ref()
+                    .and_then(|s| s.slurm.as_ref())
+                    .and_then(|j| j.reason.as_deref())
+                    .is_some_and(|r| r == "Resources" || r == "Priority")
+        },
+    )
+    .await;
+    assert!(
+        queued
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("pending")
+    );
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["get", "computeallocation", "small", "-n", &scope.ns],
+    );
+    assert!(out.contains("Queued") && out.contains("PENDING"), "{out}");
+    scope
+        .allocations(&client)
+        .delete("big", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_alloc(
+        &client,
+        &scope,
+        "small",
+        &ctl,
+        "Ready once the node has room",
+        |a| phase(a) == AllocationPhase::Ready,
+    )
+    .await;
+    scope.cleanup(&client).await;
+}
