@@ -22,13 +22,17 @@ pub fn crds(output_dir: Option<&Path>) -> Result<(), CrdsError> {
     let crds = api::all_crds();
     match output_dir {
         Some(dir) => {
-            for crd in &crds {
-                let path = dir.join(api::crd_file_name(crd));
-                std::fs::write(&path, api::crd_yaml(crd)?).map_err(|source| CrdsError::Write {
+            let write = |name: String, text: String| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|source| CrdsError::Write {
                     path: path.display().to_string(),
                     source,
-                })?;
+                })
+            };
+            for crd in &crds {
+                write(api::crd_file_name(crd), api::crd_yaml(crd)?)?;
             }
+            write("kustomization.yaml".into(), api::crds_kustomization(&crds))?;
         }
         None => {
             let mut out = std::io::stdout().lock();

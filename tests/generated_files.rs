@@ -7,6 +7,12 @@ fn crds_directory_is_current() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let crds = slurmlab::api::all_crds();
     let mut expected: Vec<String> = crds.iter().map(slurmlab::api::crd_file_name).collect();
+    expected.push("kustomization.yaml".into());
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap_or_default();
+    assert!(
+        kustomization == slurmlab::api::crds_kustomization(&crds),
+        "crds/kustomization.yaml is stale: run `make crds` and commit the result"
+    );
     for crd in &crds {
         let name = slurmlab::api::crd_file_name(crd);
         let want = slurmlab::api::crd_yaml(crd).expect("CRD renders");

@@ -21,7 +21,7 @@ mod session;
 
 pub use allocation::*;
 pub use cluster::*;
-pub use crd::{all_crds, crd_file_name, crd_yaml};
+pub use crd::{all_crds, crd_file_name, crd_yaml, crds_kustomization};
 pub use session::*;
 
 /// API group of every slurmlab resource.
