@@ -506,3 +506,172 @@ async fn a_full_node_queues_with_slurms_reason_then_runs() {
     .await;
     scope.cleanup(&client).await;
 }
+
+#[tokio::test]
+async fn an_idle_allocation_is_cancelled_after_its_idle_timeout() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-idle").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    scope
+        .allocation(&client, "idle", json!({"cpus": 1, "idleTimeout": "5s"}))
+        .await;
+    let ready = wait_alloc(&client, &scope, "idle", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let done = wait_alloc(&client, &scope, "idle", &ctl, "Completed", |a| {
+        phase(a) == AllocationPhase::Completed
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("cancelled by slurmlab")
+    );
+    let job = slurm_client(&slurm, None)
+        .job(job_id(&ready))
+        .await
+        .unwrap();
+    assert_eq!(job.state.base, BaseState::Cancelled);
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["describe", "computeallocation", "idle", "-n", &scope.ns],
+    );
+    assert!(out.contains("IdleTimeout"), "{out}");
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn a_second_replica_waits_for_the_lease_and_takes_over() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-leader").await;
+    let mut first = ControllerProcess::start(&env, &scope, &[]);
+    let clusters: Api<SlurmCluster> = Api::all(client.clone());
+    common::wait_until(
+        Duration::from_secs(60),
+        "the first replica to act",
+        || async { clusters.get(&scope.cluster).await.ok()?.status.map(|_| ()) },
+    )
+    .await;
+    let second = ControllerProcess::start(&env, &scope, &[]);
+    let readyz = |addr: String| async move {
+        let resp = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        Some((resp.status().as_u16(), resp.text().await.ok()?))
+    };
+    let standby = common::wait_until(
+        Duration::from_secs(30),
+        "the second replica to answer",
+        || readyz(second.metrics_addr.clone()),
+    )
+    .await;
+    assert_eq!(standby.0, 200);
+    assert!(standby.1.contains("standby"), "{standby:?}");
+    let leading = readyz(first.metrics_addr.clone()).await.unwrap();
+    assert!(leading.1.contains("leading"), "{leading:?}");
+    assert!(
+        second.metrics().await.contains("slurmlab_leader 0"),
+        "the standby does nothing"
+    );
+
+    // The leader stops gracefully and hands over the lease: the standby acts at once.
+    assert!(first.stop(), "graceful shutdown:\n{}", first.log_tail());
+    common::wait_until(
+        Duration::from_secs(30),
+        "the second replica to lead",
+        || async {
+            readyz(second.metrics_addr.clone())
+                .await
+                .filter(|(_, body)| body.contains("leading"))
+        },
+    )
+    .await;
+    scope.allocation(&client, "after", json!({"cpus": 1})).await;
+    wait_alloc(&client, &scope, "after", &second, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn twenty_allocations_poll_with_two_requests_per_round() {
+    use common::controller::metric_sum;
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-twenty").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    for i in 0..20 {
+        scope
+            .allocation(
+                &client,
+                &format!("a{i:02}"),
+                json!({"cpus": 1, "memory": "256Mi"}),
+            )
+            .await;
+    }
+    // Wait until every allocation has a job (8 run on the 8-CPU node, the rest queue).
+    common::wait_until(Duration::from_secs(120), "20 submitted jobs", || async {
+        let list = scope
+            .allocations(&client)
+            .list(&Default::default())
+            .await
+            .ok()?;
+        let with_job = list
+            .items
+            .iter()
+            .filter(|a| {
+                a.status
+                    .as_ref()
+                    .and_then(|s| s.slurm.as_ref())
+                    .and_then(|j| j.job_id)
+                    .is_some()
+            })
+            .count();
+        (with_job == 20).then_some(())
+    })
+    .await;
+    let sample = |text: &str| {
+        let cluster = format!("cluster=\"{}\"", scope.cluster);
+        let polls = metric_sum(
+            text,
+            "slurmlab_slurm_requests_total",
+            &[&cluster, "operation=\"job_states\""],
+        ) + metric_sum(
+            text,
+            "slurmlab_slurm_requests_total",
+            &[&cluster, "operation=\"jobs\""],
+        );
+        let rounds = metric_sum(text, "slurmlab_slurm_poll_rounds_total", &[&cluster]);
+        let all = metric_sum(text, "slurmlab_slurm_requests_total", &[&cluster]);
+        (polls, rounds, all)
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (p0, r0, a0) = sample(&ctl.metrics().await);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (p1, r1, a1) = sample(&ctl.metrics().await);
+    let (polls, rounds, all) = (p1 - p0, r1 - r0, a1 - a0);
+    // Two requests per round whatever the number of jobs, at most one round per second
+    // (the active interval), and little else besides (pings, server probes are not SLURM).
+    assert!(rounds >= 5.0 && rounds <= 22.0, "{rounds} rounds in 20 s");
+    // (A round may be in flight at either sample: allow one round's requests each side.)
+    assert!(
+        (polls - 2.0 * rounds).abs() <= 2.0,
+        "{polls} poll requests in {rounds} rounds"
+    );
+    assert!(
+        all - polls <= 25.0,
+        "{} other requests in 20 s for 20 steady allocations",
+        all - polls
+    );
+    scope.cleanup(&client).await;
+}

@@ -274,7 +274,7 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
     let client =
         Arc::new(RestClient::new(cfg, ctx.metrics.slurm.clone()).map_err(|e| e.to_string())?);
     let poller_cfg = poller_config(spec)?;
-    let poller = Poller::new(client.clone(), poller_cfg);
+    let poller = Poller::with_metrics(client.clone(), poller_cfg, Some(ctx.metrics.slurm.clone()));
     if let Some(old) = &existing {
         for id in old.poller.tracked() {
             poller.track(id);

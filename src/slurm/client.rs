@@ -117,6 +117,10 @@ impl RestClient {
         })
     }
 
+    pub fn metrics(&self) -> &SlurmMetrics {
+        &self.metrics
+    }
+
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
     }

@@ -22,11 +22,18 @@ pub struct OperationLabels {
     pub operation: String,
 }
 
-/// `slurmlab_slurm_requests_total` and `slurmlab_slurm_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+/// `slurmlab_slurm_requests_total`, `slurmlab_slurm_request_duration_seconds` and
+/// `slurmlab_slurm_poll_rounds_total`.
 #[derive(Clone, Debug)]
 pub struct SlurmMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<OperationLabels, Histogram>,
+    rounds: Family<ClusterLabels, Counter>,
 }
 
 impl Default for SlurmMetrics {
@@ -36,6 +43,7 @@ impl Default for SlurmMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.002, 2.0, 14))
             }),
+            rounds: Family::default(),
         }
     }
 }
@@ -53,6 +61,11 @@ impl SlurmMetrics {
             "slurmlab_slurm_request_duration_seconds",
             "Duration of slurmrestd requests",
             m.duration.clone(),
+        );
+        registry.register(
+            "slurmlab_slurm_poll_rounds",
+            "Rounds of the batched job-state poller (each makes two requests, whatever the number of jobs)",
+            m.rounds.clone(),
         );
         m
     }
@@ -73,46 +86,11 @@ impl SlurmMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Requests counted so far for a cluster (all operations and outcomes).
-    pub fn total(&self, cluster: &str, operation: Option<&str>) -> u64 {
-        let mut total = 0;
-        for outcome in [
-            "ok",
-            "unreachable",
-            "timeout",
-            "auth_refused",
-            "unknown_job",
-            "rejected",
-            "server_error",
-            "unsupported_version",
-            "malformed",
-        ] {
-            for op in OPERATIONS {
-                if operation.is_some_and(|o| o != *op) {
-                    continue;
-                }
-                let labels = RequestLabels {
-                    cluster: cluster.to_owned(),
-                    operation: (*op).to_owned(),
-                    outcome: outcome.to_owned(),
-                };
-                if let Some(c) = self.requests.get(&labels) {
-                    total += c.get();
-                }
-            }
-        }
-        total
+    pub fn poll_round(&self, cluster: &str) {
+        self.rounds
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .inc();
     }
 }
-
-/// Every operation label the client uses.
-pub const OPERATIONS: &[&str] = &[
-    "openapi",
-    "ping",
-    "submit",
-    "job",
-    "jobs",
-    "job_states",
-    "update",
-    "cancel",
-];

@@ -84,6 +84,7 @@ struct State {
 pub struct Poller {
     api: Arc<dyn SlurmApi>,
     config: PollerConfig,
+    metrics: Option<super::SlurmMetrics>,
     state: Mutex<State>,
     events: broadcast::Sender<JobEvent>,
     wake: Notify,
@@ -91,10 +92,20 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(api: Arc<dyn SlurmApi>, config: PollerConfig) -> Arc<Self> {
+        Self::with_metrics(api, config, None)
+    }
+
+    /// A poller that counts its rounds in `slurmlab_slurm_poll_rounds_total`.
+    pub fn with_metrics(
+        api: Arc<dyn SlurmApi>,
+        config: PollerConfig,
+        metrics: Option<super::SlurmMetrics>,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(Self {
             api,
             config,
+            metrics,
             state: Mutex::new(State::default()),
             events,
             wake: Notify::new(),
@@ -201,6 +212,9 @@ impl Poller {
             return Ok(0);
         }
         let result = self.round(&ids, since).await;
+        if let Some(m) = &self.metrics {
+            m.poll_round(self.api.cluster());
+        }
         let mut st = self.lock();
         st.rounds += 1;
         st.last_error = result.as_ref().err().map(ToString::to_string);
