@@ -662,7 +662,7 @@ async fn twenty_allocations_poll_with_two_requests_per_round() {
     let (polls, rounds, all) = (p1 - p0, r1 - r0, a1 - a0);
     // Two requests per round whatever the number of jobs, at most one round per second
     // (the active interval), and little else besides (pings, server probes are not SLURM).
-    assert!(rounds >= 5.0 && rounds <= 22.0, "{rounds} rounds in 20 s");
+    assert!((5.0..=22.0).contains(&rounds), "{rounds} rounds in 20 s");
     // (A round may be in flight at either sample: allow one round's requests each side.)
     assert!(
         (polls - 2.0 * rounds).abs() <= 2.0,
