@@ -675,3 +675,93 @@ async fn twenty_allocations_poll_with_two_requests_per_round() {
     );
     scope.cleanup(&client).await;
 }
+
+#[tokio::test]
+async fn a_slurmrestd_outage_keeps_the_last_state_and_recovers() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster_named(&env, "sid");
+    let scope = Scope::create(&client, &slurm, "ctl-outage").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    scope
+        .allocation(&client, "steady", json!({"cpus": 1}))
+        .await;
+    let ready = wait_alloc(&client, &scope, "steady", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+
+    // slurmrestd "goes away": the cluster now points at a port nobody listens on.
+    let clusters: Api<SlurmCluster> = Api::all(client.clone());
+    let dead = format!("http://127.0.0.1:{}", common::controller::free_port());
+    let point = |url: String| json!({"spec": {"restApi": {"url": url}}});
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(point(dead)),
+        )
+        .await
+        .unwrap();
+    let during = wait_alloc(
+        &client,
+        &scope,
+        "steady",
+        &ctl,
+        "aware of the outage",
+        |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "SlurmReachable" && c.status == "False")
+            })
+        },
+    )
+    .await;
+    let status = during.status.unwrap();
+    assert_eq!(
+        status.phase,
+        AllocationPhase::Ready,
+        "an outage must not fail or change the allocation"
+    );
+    assert_eq!(
+        status.slurm.as_ref().and_then(|j| j.job_id),
+        ready
+            .status
+            .as_ref()
+            .and_then(|s| s.slurm.as_ref())
+            .and_then(|j| j.job_id)
+    );
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SlurmReachable")
+        .unwrap();
+    assert!(
+        cond.message.contains("cannot reach slurmrestd"),
+        "{}",
+        cond.message
+    );
+
+    // It comes back: the condition recovers, nothing was resubmitted.
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(point(slurm.url.clone())),
+        )
+        .await
+        .unwrap();
+    let after = wait_alloc(&client, &scope, "steady", &ctl, "recovered", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "SlurmReachable" && c.status == "True")
+        })
+    })
+    .await;
+    assert_eq!(phase(&after), AllocationPhase::Ready);
+    assert_eq!(job_id(&after), job_id(&ready));
+    scope.cleanup(&client).await;
+}

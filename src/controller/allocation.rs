@@ -419,7 +419,8 @@ impl<'a> Reconcile<'a> {
                 self.ctx.disown_job(&handle.name, job_id);
                 Ok(self.maybe_restart(&obs.reason))
             }
-            AllocationPhase::Starting => Ok(Action::requeue(Duration::from_secs(1))),
+            // Probing a starting server is cheap (it is not slurmctld): look often.
+            AllocationPhase::Starting => Ok(Action::requeue(Duration::from_millis(300))),
             _ => Ok(Action::requeue(RESYNC)),
         }
     }
