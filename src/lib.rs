@@ -11,3 +11,4 @@ pub mod cli;
 pub mod controller;
 pub mod jupyter;
 pub mod slurm;
+pub mod tls;

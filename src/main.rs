@@ -77,7 +77,7 @@ where
         builder.init();
     }
     // One rustls crypto provider for the whole process (kube and reqwest share it).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    slurmlab::tls::ensure_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

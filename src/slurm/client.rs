@@ -85,6 +85,7 @@ struct Answer {
 impl RestClient {
     /// Builds the client (no request is made yet).
     pub fn new(cfg: ClientConfig, metrics: SlurmMetrics) -> Result<Self, SlurmError> {
+        crate::tls::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
             // slurmrestd limits connections: keep few idle ones, and not for long.
             .pool_max_idle_per_host(2)

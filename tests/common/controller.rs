@@ -14,6 +14,8 @@ use slurmlab::api::{ComputeAllocation, SlurmCluster};
 use super::{Env, SlurmCluster as EnvCluster};
 
 /// A test's namespace, with its own SlurmCluster pointing at one local SLURM cluster.
+/// If the test fails before `cleanup`, dropping the scope still cancels its SLURM jobs,
+/// so one failure does not fill the node for the tests after it.
 pub struct Scope {
     pub ns: String,
     /// Label value selecting this test's SlurmCluster.
@@ -21,6 +23,30 @@ pub struct Scope {
     /// Name of the SlurmCluster object.
     pub cluster: String,
     pub slurm: EnvCluster,
+    cleaned: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if self.cleaned.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        // Every job this scope's allocations submitted is named slurmlab-<ns>-<name>.
+        let script = format!(
+            "squeue -h -o '%i %j' | awk '$2 ~ /^slurmlab-{}-/ {{print $1}}' | xargs -r scancel",
+            self.ns
+        );
+        let _ = Command::new("chroot")
+            .arg(&self.slurm.chroot)
+            .args([
+                "env",
+                &format!("SLURM_CONF={}", self.slurm.conf),
+                "bash",
+                "-c",
+                &script,
+            ])
+            .status();
+    }
 }
 
 impl Scope {
@@ -66,6 +92,7 @@ impl Scope {
             ns,
             id,
             slurm: slurm.clone(),
+            cleaned: Default::default(),
         }
     }
 
@@ -110,6 +137,8 @@ impl Scope {
             .delete(&self.cluster, &DeleteParams::default())
             .await;
         super::delete_namespace(client, &self.ns).await;
+        self.cleaned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -124,6 +123,8 @@ impl Env {
                     user: key("USER"),
                     jwt_key: PathBuf::from(key("JWT_KEY")),
                     jupyter_venv: key("JUPYTER_VENV"),
+                    chroot: key("CHROOT"),
+                    conf: key("CONF"),
                     slurm_version: key("SLURM_VERSION"),
                 }
             })
@@ -142,6 +143,9 @@ pub struct SlurmCluster {
     pub jwt_key: PathBuf,
     /// Path of the Jupyter venv inside the cluster's "compute node" (the chroot).
     pub jupyter_venv: String,
+    /// The chroot holding the cluster's SLURM commands, and its slurm.conf.
+    pub chroot: String,
+    pub conf: String,
     pub slurm_version: String,
 }
 
@@ -165,12 +169,9 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// rustls needs one process-wide crypto provider; we build with ring only.
+/// rustls needs one process-wide crypto provider (kube's client needs it too).
 pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    slurmlab::tls::ensure_crypto_provider();
 }
 
 /// Applies the generated CRDs with server-side apply and waits until each is Established.
@@ -414,5 +415,81 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A bare Jupyter server running as a SLURM batch job (no controller involved).
+pub struct JupyterJob {
+    pub slurm: RawSlurm,
+    pub job_id: u64,
+    /// `http://host:port`.
+    pub url: String,
+    pub token: String,
+}
+
+impl JupyterJob {
+    /// Starts Jupyter on a free loopback port with the token from the job environment,
+    /// reads host:port from the job comment and waits until `/api/status` answers.
+    pub async fn start(cluster: &SlurmCluster) -> JupyterJob {
+        const SCRIPT: &str = r#"#!/bin/bash
+set -euo pipefail
+PORT=$("$JUPYTER_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+scontrol update JobId="$SLURM_JOB_ID" Comment="jupyter=127.0.0.1:$PORT"
+mkdir -p "$HOME/notebooks"
+exec "$JUPYTER_VENV/bin/jupyter-server" --no-browser --ip=127.0.0.1 --port="$PORT" \
+  --ServerApp.port_retries=0 --ServerApp.root_dir="$HOME/notebooks"
+"#;
+        let slurm = RawSlurm::new(cluster, cluster.newest_version());
+        let token = format!("t{}", random_suffix());
+        let job_env = [
+            "PATH=/usr/bin:/bin".to_owned(),
+            format!("HOME=/home/{}", cluster.user),
+            format!("JUPYTER_TOKEN={token}"),
+            format!("JUPYTER_VENV={}", cluster.jupyter_venv),
+        ];
+        let job_id = slurm
+            .submit("slurmlab-jupyter-test", SCRIPT, &job_env)
+            .await;
+        let endpoint = wait_until(
+            Duration::from_secs(60),
+            "the job to report its endpoint",
+            || async {
+                slurm.job(job_id).await["comment"]
+                    .as_str()?
+                    .strip_prefix("jupyter=")
+                    .map(str::to_owned)
+            },
+        )
+        .await;
+        let url = format!("http://{endpoint}");
+        let http = reqwest::Client::new();
+        wait_until(
+            Duration::from_secs(60),
+            "Jupyter to answer /api/status",
+            || async {
+                let resp = http
+                    .get(format!("{url}/api/status"))
+                    .header("Authorization", format!("token {token}"))
+                    .send()
+                    .await
+                    .ok()?;
+                (resp.status() == 200).then_some(())
+            },
+        )
+        .await;
+        JupyterJob {
+            slurm,
+            job_id,
+            url,
+            token,
+        }
+    }
+
+    /// Cancels the job and waits until SLURM says it is cancelled.
+    pub async fn stop(self) {
+        self.slurm.cancel(self.job_id).await;
+        self.slurm
+            .wait_state(self.job_id, "CANCELLED", Duration::from_secs(30))
+            .await;
     }
 }

@@ -1,0 +1,283 @@
+//! One kernel's websocket channel: execute code and collect every output until the
+//! reply and `idle`, interrupting (through REST) when a timeout passes.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use jupyter_protocol::{
+    ExecuteRequest, ExecutionState, JupyterMessage, JupyterMessageContent, ReplyStatus, Stdio,
+};
+use jupyter_websocket_client::{JupyterWebSocketReader, JupyterWebSocketWriter, RemoteServer};
+use serde_json::{Map, Value, json};
+
+use super::{JupyterError, JupyterServer, error_chain};
+
+/// One output of an execution, in nbformat's terms.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Text on stdout or stderr (consecutive chunks of one stream are merged).
+    Stream { name: String, text: String },
+    /// The value of the last expression.
+    Result {
+        execution_count: Option<u64>,
+        data: Map<String, Value>,
+        metadata: Map<String, Value>,
+    },
+    /// A rich display (e.g. a matplotlib figure: `image/png`, base64).
+    Display {
+        data: Map<String, Value>,
+        metadata: Map<String, Value>,
+    },
+    /// An exception.
+    Error {
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+    },
+}
+
+impl Output {
+    /// The output as a notebook (nbformat v4) output object.
+    pub fn to_nbformat(&self) -> Value {
+        match self {
+            Self::Stream { name, text } => {
+                json!({"output_type": "stream", "name": name, "text": text})
+            }
+            Self::Result {
+                execution_count,
+                data,
+                metadata,
+            } => json!({
+                "output_type": "execute_result", "execution_count": execution_count, "data": data, "metadata": metadata
+            }),
+            Self::Display { data, metadata } => {
+                json!({"output_type": "display_data", "data": data, "metadata": metadata})
+            }
+            Self::Error {
+                ename,
+                evalue,
+                traceback,
+            } => {
+                json!({"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback})
+            }
+        }
+    }
+}
+
+/// What one `execute_request` produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Execution {
+    pub outputs: Vec<Output>,
+    pub execution_count: Option<u64>,
+    /// `ok`, `error` or `aborted`.
+    pub status: String,
+    /// The timeout passed and the kernel was interrupted.
+    pub interrupted: bool,
+    pub duration: Duration,
+}
+
+impl Execution {
+    /// The first error output, if any.
+    pub fn error(&self) -> Option<(&str, &str)> {
+        self.outputs.iter().find_map(|o| match o {
+            Output::Error { ename, evalue, .. } => Some((ename.as_str(), evalue.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// How long to wait for the kernel to settle after an interrupt.
+const AFTER_INTERRUPT: Duration = Duration::from_secs(15);
+
+/// A connected kernel websocket.
+pub struct KernelChannel {
+    kernel_id: String,
+    server: JupyterServer,
+    writer: JupyterWebSocketWriter,
+    reader: JupyterWebSocketReader,
+}
+
+impl KernelChannel {
+    /// Opens `/api/kernels/{id}/channels`.
+    pub async fn connect(server: &JupyterServer, kernel_id: &str) -> Result<Self, JupyterError> {
+        let remote = RemoteServer {
+            base_url: server.base_url().to_owned(),
+            token: server.token().to_owned(),
+        };
+        let (socket, _) =
+            remote
+                .connect_to_kernel(kernel_id)
+                .await
+                .map_err(|e| JupyterError::Channel {
+                    kernel_id: kernel_id.to_owned(),
+                    detail: format!("cannot connect: {}", error_chain(e.as_ref())),
+                })?;
+        let (writer, reader) = socket.split();
+        Ok(Self {
+            kernel_id: kernel_id.to_owned(),
+            server: server.clone(),
+            writer,
+            reader,
+        })
+    }
+
+    pub fn kernel_id(&self) -> &str {
+        &self.kernel_id
+    }
+
+    fn channel_error(&self, detail: impl Into<String>) -> JupyterError {
+        JupyterError::Channel {
+            kernel_id: self.kernel_id.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Runs `code`; after `timeout` the kernel is interrupted and the outputs so far are
+    /// returned with `interrupted` set (the kernel stays usable).
+    pub async fn execute(
+        &mut self,
+        code: &str,
+        timeout: Duration,
+    ) -> Result<Execution, JupyterError> {
+        let started = Instant::now();
+        let request: JupyterMessage = ExecuteRequest::new(code.to_owned()).into();
+        let msg_id = request.header.msg_id.clone();
+        self.writer
+            .send(request)
+            .await
+            .map_err(|e| self.channel_error(format!("send failed: {e}")))?;
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let mut exec = Execution {
+            outputs: vec![],
+            execution_count: None,
+            status: "ok".into(),
+            interrupted: false,
+            duration: Duration::ZERO,
+        };
+        let (mut replied, mut idle) = (false, false);
+        while !(replied && idle) {
+            let next = match tokio::time::timeout_at(deadline, self.reader.next()).await {
+                Ok(next) => next,
+                Err(_) if !exec.interrupted => {
+                    exec.interrupted = true;
+                    self.server.interrupt(&self.kernel_id).await?;
+                    deadline = tokio::time::Instant::now() + AFTER_INTERRUPT;
+                    continue;
+                }
+                Err(_) => {
+                    return Err(self.channel_error(
+                        "the kernel did not settle after an interrupt; restart it",
+                    ));
+                }
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => return Err(self.channel_error(format!("receive failed: {e}"))),
+                None => {
+                    return Err(self.channel_error(
+                        "the server closed the channel (kernel died or server gone)",
+                    ));
+                }
+            };
+            if msg.parent_header.as_ref().map(|h| h.msg_id.as_str()) != Some(msg_id.as_str()) {
+                continue;
+            }
+            match msg.content {
+                JupyterMessageContent::StreamContent(s) => {
+                    let name = match s.name {
+                        Stdio::Stdout => "stdout",
+                        Stdio::Stderr => "stderr",
+                    };
+                    match exec.outputs.last_mut() {
+                        Some(Output::Stream { name: last, text }) if last == name => {
+                            text.push_str(&s.text)
+                        }
+                        _ => exec.outputs.push(Output::Stream {
+                            name: name.into(),
+                            text: s.text,
+                        }),
+                    }
+                }
+                JupyterMessageContent::ExecuteResult(r) => {
+                    exec.outputs.push(Output::Result {
+                        execution_count: Some(r.execution_count.value() as u64),
+                        data: media_map(&r.data),
+                        metadata: r.metadata,
+                    });
+                }
+                JupyterMessageContent::DisplayData(d) => {
+                    exec.outputs.push(Output::Display {
+                        data: media_map(&d.data),
+                        metadata: d.metadata,
+                    });
+                }
+                JupyterMessageContent::ErrorOutput(e) => {
+                    exec.outputs.push(Output::Error {
+                        ename: e.ename,
+                        evalue: e.evalue,
+                        traceback: e.traceback,
+                    });
+                }
+                JupyterMessageContent::ClearOutput(_) => exec.outputs.clear(),
+                JupyterMessageContent::ExecuteReply(r) => {
+                    replied = true;
+                    exec.execution_count = Some(r.execution_count.value() as u64);
+                    exec.status = match r.status {
+                        ReplyStatus::Ok => "ok",
+                        ReplyStatus::Error => "error",
+                        ReplyStatus::Aborted => "aborted",
+                    }
+                    .into();
+                }
+                JupyterMessageContent::Status(s) if s.execution_state == ExecutionState::Idle => {
+                    idle = true
+                }
+                _ => {}
+            }
+        }
+        exec.duration = started.elapsed();
+        Ok(exec)
+    }
+}
+
+/// A MIME bundle as JSON (`{"text/plain": "...", "image/png": "<base64>"}`).
+fn media_map(media: &jupyter_protocol::Media) -> Map<String, Value> {
+    match serde_json::to_value(media) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_become_nbformat_objects() {
+        let out = Output::Stream {
+            name: "stdout".into(),
+            text: "hi\n".into(),
+        };
+        assert_eq!(
+            out.to_nbformat(),
+            json!({"output_type": "stream", "name": "stdout", "text": "hi\n"})
+        );
+        let mut data = Map::new();
+        data.insert("text/plain".into(), json!("2"));
+        let out = Output::Result {
+            execution_count: Some(3),
+            data,
+            metadata: Map::new(),
+        };
+        assert_eq!(out.to_nbformat()["execution_count"], 3);
+        let err = Output::Error {
+            ename: "ValueError".into(),
+            evalue: "bad".into(),
+            traceback: vec!["tb".into()],
+        };
+        assert_eq!(err.to_nbformat()["output_type"], "error");
+        // nbformat accepts what we produce.
+        let parsed: nbformat::v4::Output = serde_json::from_value(err.to_nbformat()).unwrap();
+        assert!(matches!(parsed, nbformat::v4::Output::Error(_)));
+    }
+}

@@ -1,0 +1,222 @@
+//! Notebooks (nbformat v4.5, with cell ids) built and edited through the `nbformat`
+//! crate: a session's notebook is the durable record of what was executed.
+
+use nbformat::v4::{Cell, CellId, CellMetadata, Metadata, Notebook, Output as NbOutput};
+use serde_json::Value;
+
+use super::{JupyterError, Output};
+
+/// A new, empty notebook for the given kernel spec.
+pub fn new_notebook(kernel_name: &str, display_name: &str, language: &str) -> Notebook {
+    let metadata: Metadata = serde_json::from_value(serde_json::json!({
+        "kernelspec": {"name": kernel_name, "display_name": display_name, "language": language},
+        "language_info": {"name": language},
+    }))
+    .expect("a literal kernelspec is valid metadata");
+    Notebook {
+        metadata,
+        nbformat: 4,
+        nbformat_minor: 5,
+        cells: vec![],
+    }
+}
+
+/// Reads a notebook from the contents API's JSON, upgrading older formats and repairing
+/// missing cell ids.
+pub fn from_json(value: &Value) -> Result<Notebook, JupyterError> {
+    let text = value.to_string();
+    match nbformat::parse_notebook(&text).map_err(|e| JupyterError::Notebook(e.to_string()))? {
+        nbformat::Notebook::V4(nb) => Ok(nb),
+        nbformat::Notebook::V4QuirksMode(q) => Ok(q.repair()),
+        nbformat::Notebook::Legacy(nb) => {
+            nbformat::upgrade_legacy_notebook(nb).map_err(|e| JupyterError::Notebook(e.to_string()))
+        }
+        nbformat::Notebook::V3(nb) => {
+            nbformat::upgrade_v3_notebook(nb).map_err(|e| JupyterError::Notebook(e.to_string()))
+        }
+        _ => Err(JupyterError::Notebook("unsupported notebook format".into())),
+    }
+}
+
+/// The notebook as JSON for the contents API.
+pub fn to_json(nb: &Notebook) -> Result<Value, JupyterError> {
+    let text = nbformat::serialize_notebook(&nbformat::Notebook::V4(nb.clone()))
+        .map_err(|e| JupyterError::Notebook(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| JupyterError::Notebook(e.to_string()))
+}
+
+fn new_id() -> CellId {
+    let mut bytes = [0u8; 8];
+    // An id only has to be unique within the notebook; the clock is a fine fallback.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            .to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    CellId::new(&hex).expect("hex is a valid cell id")
+}
+
+/// nbformat stores source as lines that keep their `\n`.
+fn source_lines(source: &str) -> Vec<String> {
+    source.split_inclusive('\n').map(str::to_owned).collect()
+}
+
+fn outputs(outputs: &[Output]) -> Result<Vec<NbOutput>, JupyterError> {
+    outputs
+        .iter()
+        .map(|o| {
+            serde_json::from_value(o.to_nbformat())
+                .map_err(|e| JupyterError::Notebook(format!("output: {e}")))
+        })
+        .collect()
+}
+
+fn metadata(extra: Value) -> CellMetadata {
+    serde_json::from_value(extra)
+        .unwrap_or_else(|_| serde_json::from_value(serde_json::json!({})).expect("empty metadata"))
+}
+
+/// Appends a code cell with its outputs; returns its index.
+pub fn append_code(
+    nb: &mut Notebook,
+    source: &str,
+    cell_outputs: &[Output],
+    execution_count: Option<u64>,
+    extra_metadata: Value,
+) -> Result<usize, JupyterError> {
+    nb.cells.push(Cell::Code {
+        id: new_id(),
+        metadata: metadata(extra_metadata),
+        execution_count: execution_count.map(|c| c as i32),
+        source: source_lines(source),
+        outputs: outputs(cell_outputs)?,
+    });
+    Ok(nb.cells.len() - 1)
+}
+
+/// Appends a markdown cell; returns its index.
+pub fn append_markdown(nb: &mut Notebook, markdown: &str) -> usize {
+    nb.cells.push(Cell::Markdown {
+        id: new_id(),
+        metadata: metadata(Value::Null),
+        source: source_lines(markdown),
+        attachments: None,
+    });
+    nb.cells.len() - 1
+}
+
+/// Resolves a cell index, counting from the end when negative.
+pub fn resolve_index(nb: &Notebook, index: i64) -> Result<usize, JupyterError> {
+    let len = nb.cells.len() as i64;
+    let i = if index < 0 { len + index } else { index };
+    if i < 0 || i >= len {
+        return Err(JupyterError::Notebook(format!(
+            "no cell {index}: the notebook has {len} cells"
+        )));
+    }
+    Ok(i as usize)
+}
+
+/// Replaces a cell's source and outputs (it becomes a code cell, keeping its id).
+pub fn replace_code(
+    nb: &mut Notebook,
+    index: i64,
+    source: &str,
+    cell_outputs: &[Output],
+    execution_count: Option<u64>,
+) -> Result<usize, JupyterError> {
+    let i = resolve_index(nb, index)?;
+    let id = nb.cells[i].id().clone();
+    let meta = nb.cells[i].metadata().clone();
+    nb.cells[i] = Cell::Code {
+        id,
+        metadata: meta,
+        execution_count: execution_count.map(|c| c as i32),
+        source: source_lines(source),
+        outputs: outputs(cell_outputs)?,
+    };
+    Ok(i)
+}
+
+/// Every code cell's index and source, in order (what Resume re-executes).
+pub fn code_cells(nb: &Notebook) -> Vec<(usize, String)> {
+    nb.cells
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Cell::Code { source, .. } => Some((i, source.concat())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_edit_and_round_trip_a_notebook() {
+        let mut nb = new_notebook("python3", "Python 3", "python");
+        let out = Output::Stream {
+            name: "stdout".into(),
+            text: "hi\n".into(),
+        };
+        assert_eq!(
+            append_code(
+                &mut nb,
+                "print('hi')",
+                &[out],
+                Some(1),
+                serde_json::json!({"slurmlab": {"execution_id": "e1"}})
+            )
+            .unwrap(),
+            0
+        );
+        assert_eq!(append_markdown(&mut nb, "# Notes\nline two"), 1);
+        append_code(&mut nb, "x = 1\ny = 2", &[], Some(2), Value::Null).unwrap();
+        replace_code(&mut nb, -1, "x = 3", &[], Some(3)).unwrap();
+        assert_eq!(
+            code_cells(&nb),
+            vec![(0, "print('hi')".to_owned()), (2, "x = 3".to_owned())]
+        );
+        assert!(resolve_index(&nb, 3).is_err() && resolve_index(&nb, -4).is_err());
+
+        let json = to_json(&nb).unwrap();
+        assert_eq!(
+            (json["nbformat"].as_i64(), json["nbformat_minor"].as_i64()),
+            (Some(4), Some(5))
+        );
+        assert!(
+            json["cells"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["id"].as_str().is_some_and(|id| !id.is_empty()))
+        );
+        // nbformat writes multi-line strings as lists of lines.
+        assert_eq!(
+            json["cells"][0]["outputs"][0]["text"],
+            serde_json::json!(["hi\n"])
+        );
+        assert_eq!(
+            json["cells"][0]["metadata"]["slurmlab"]["execution_id"],
+            "e1"
+        );
+        let back = from_json(&json).unwrap();
+        assert_eq!(code_cells(&back), code_cells(&nb));
+    }
+
+    #[test]
+    fn notebooks_without_cell_ids_are_repaired() {
+        let v = serde_json::json!({
+            "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+            "cells": [{"cell_type": "code", "metadata": {}, "execution_count": null, "source": ["a = 1\n", "a"], "outputs": []}]
+        });
+        let nb = from_json(&v).unwrap();
+        assert_eq!(code_cells(&nb), vec![(0, "a = 1\na".to_owned())]);
+        assert!(!nb.cells[0].id().as_str().is_empty());
+    }
+}
