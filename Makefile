@@ -44,7 +44,7 @@ test-unit:
 	cargo test --locked --lib --bins
 
 test-integration:
-	cargo test --locked --test '*' -- --test-threads $(TEST_THREADS)
+	cargo test --locked --no-fail-fast --test '*' -- --test-threads $(TEST_THREADS)
 
 lint:
 	cargo fmt --all -- --check

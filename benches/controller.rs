@@ -54,15 +54,7 @@ async fn main() {
             api.get(&name).await.ok()?.status?.slurm?.job_id
         })
         .await as u64;
-        let running = poll(Duration::from_secs(60), || async {
-            let job = raw.job(id).await;
-            job["job_state"]
-                .as_array()?
-                .iter()
-                .any(|s| s == "RUNNING")
-                .then(Instant::now)
-        })
-        .await;
+        let running = running_at(&raw, id).await;
         let ready = poll(Duration::from_secs(60), || async {
             (api.get(&name).await.ok()?.status?.phase == AllocationPhase::Ready).then(Instant::now)
         })
@@ -150,15 +142,7 @@ exec "$JUPYTER_VENV/bin/jupyter-server" --no-browser --ip=127.0.0.1 --port="$POR
         format!("JUPYTER_VENV={}", slurm.jupyter_venv),
     ];
     let id = raw.submit("slurmlab-bench-floor", SCRIPT, &env).await;
-    let running = poll(Duration::from_secs(60), || async {
-        let job = raw.job(id).await;
-        job["job_state"]
-            .as_array()?
-            .iter()
-            .any(|s| s == "RUNNING")
-            .then(Instant::now)
-    })
-    .await;
+    let running = running_at(raw, id).await;
     let endpoint = poll(Duration::from_secs(60), || async {
         raw.job(id).await["comment"]
             .as_str()?
@@ -180,19 +164,28 @@ exec "$JUPYTER_VENV/bin/jupyter-server" --no-browser --ip=127.0.0.1 --port="$POR
     answered.saturating_duration_since(running)
 }
 
-async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> T
+/// Polls at 50 ms: the resolution of every time this bench reports.
+async fn poll<T, F, Fut>(timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::poll_every(Duration::from_millis(50), timeout, f)
+        .await
+        .expect("timed out")
+}
+
+/// When SLURM first reports the job RUNNING (as seen at 50 ms resolution).
+async fn running_at(raw: &RawSlurm, id: u64) -> Instant {
+    poll(Duration::from_secs(60), || async {
+        let job = raw.job(id).await;
+        job["job_state"]
+            .as_array()?
+            .iter()
+            .any(|s| s == "RUNNING")
+            .then(Instant::now)
+    })
+    .await
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -114,19 +114,21 @@ impl<'a> Reconcile<'a> {
         if !self.alloc.finalizers().iter().any(|f| f == FINALIZER) {
             let mut finalizers = self.alloc.finalizers().to_vec();
             finalizers.push(FINALIZER.to_owned());
-            self.api
-                .patch(
-                    &self.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-                )
-                .await?;
+            self.set_finalizers(finalizers).await?;
             return Ok(Action::await_change());
         }
         self.status.observed_generation = self.generation;
         let action = self.step().await;
         self.save().await?;
         action
+    }
+
+    async fn set_finalizers(&self, finalizers: Vec<String>) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"finalizers": finalizers}});
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
     }
 
     fn object_ref(&self) -> k8s_openapi::api::core::v1::ObjectReference {
@@ -702,13 +704,7 @@ impl<'a> Reconcile<'a> {
             .filter(|f| *f != FINALIZER)
             .cloned()
             .collect();
-        self.api
-            .patch(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": remaining}})),
-            )
-            .await?;
+        self.set_finalizers(remaining).await?;
         Ok(Action::await_change())
     }
 

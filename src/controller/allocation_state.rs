@@ -82,6 +82,15 @@ pub fn observe(
     if state.is_finished() {
         return finished(job_id, job, cancelled_by_us);
     }
+    if cancelled_by_us {
+        // Polled states may predate our cancel: never go back to Starting or Ready.
+        return obs(
+            AllocationPhase::Terminating,
+            "Cancelling",
+            format!("job {job_id} is being cancelled by slurmlab (SLURM still says {state})"),
+            None,
+        );
+    }
     if state.base.is_terminal() || state.has_flag(crate::slurm::FLAG_COMPLETING) {
         return obs(
             AllocationPhase::Terminating,
@@ -420,6 +429,33 @@ mod tests {
             false,
         );
         assert_eq!(o.message, "job 9 reached its time limit of 60 minutes");
+    }
+
+    #[test]
+    fn after_our_cancel_a_stale_running_state_stays_terminating() {
+        let comment = format!("{OWNER} jupyter=127.0.0.1:4000");
+        let j = job(&["RUNNING"], Some(&comment));
+        let o = observe(
+            9,
+            Some(&j),
+            false,
+            &Probe::Answered,
+            Some("127.0.0.1"),
+            true,
+        );
+        assert_eq!(
+            (o.phase, o.reason.as_str()),
+            (AllocationPhase::Terminating, "Cancelling")
+        );
+        let o = observe(
+            9,
+            Some(&job(&["CANCELLED"], None)),
+            false,
+            &Probe::NotTried,
+            None,
+            true,
+        );
+        assert_eq!(o.phase, AllocationPhase::Completed);
     }
 
     #[test]

@@ -312,6 +312,16 @@ impl RestClient {
     }
 }
 
+/// Whether an answer carries SLURM's "invalid job id" (2017). Versions disagree on the
+/// HTTP status that comes with it (404 from 24.11 on, 500 before).
+fn names_unknown_job(answer: &Answer) -> bool {
+    serde_json::from_slice::<wire::Envelope>(&answer.body).is_ok_and(|env| {
+        env.errors
+            .iter()
+            .any(|p| p.error_number == errno::INVALID_JOB_ID)
+    })
+}
+
 /// The first 200 characters of a body, for error messages.
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -391,13 +401,7 @@ impl SlurmApi for RestClient {
                 None,
             )
             .await?;
-        // Unknown jobs: 404 from 24.11 on, 500 before; both with error 2017.
-        if let Ok(env) = serde_json::from_slice::<wire::Envelope>(&answer.body)
-            && env
-                .errors
-                .iter()
-                .any(|p| p.error_number == errno::INVALID_JOB_ID)
-        {
+        if names_unknown_job(&answer) {
             return Err(SlurmError::UnknownJob { job_id });
         }
         self.check(user, &answer)?;
@@ -469,12 +473,7 @@ impl SlurmApi for RestClient {
                 Some(&body),
             )
             .await?;
-        if let Ok(env) = serde_json::from_slice::<wire::Envelope>(&answer.body)
-            && env
-                .errors
-                .iter()
-                .any(|p| p.error_number == errno::INVALID_JOB_ID)
-        {
+        if names_unknown_job(&answer) {
             return Err(SlurmError::UnknownJob { job_id });
         }
         self.check(user, &answer)?;

@@ -238,20 +238,14 @@ pub fn random_suffix() -> String {
 }
 
 /// Polls `check` every 200 ms until it returns Some, or fails the test after `timeout`.
-pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    match wait_until_ok(timeout, check).await {
+        Some(v) => v,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
     }
 }
 
@@ -401,7 +395,16 @@ pub fn job_spec(cluster: &SlurmCluster, name: &str, script: &str) -> slurmlab::s
 pub mod controller;
 
 /// Like [`wait_until`], but returns None on timeout instead of failing.
-pub async fn wait_until_ok<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+pub async fn wait_until_ok<T, F, Fut>(timeout: Duration, check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll_every(Duration::from_millis(200), timeout, check).await
+}
+
+/// Calls `check` every `interval` until it returns Some; None after `timeout`.
+pub async fn poll_every<T, F, Fut>(interval: Duration, timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -414,7 +417,7 @@ where
         if tokio::time::Instant::now() > deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
