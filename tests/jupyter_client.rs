@@ -29,8 +29,9 @@ async fn execute_returns_every_output_in_order_and_interrupts_on_timeout() {
 
     let code = r#"
 import sys
-print("to stdout")
-print("to stderr", file=sys.stderr)
+# ipykernel buffers each stream separately: flush so the order is the order written.
+print("to stdout", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
 import matplotlib
 matplotlib.use("module://matplotlib_inline.backend_inline")
 import matplotlib.pyplot as plt
