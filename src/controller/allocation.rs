@@ -414,6 +414,8 @@ impl<'a> Reconcile<'a> {
             &obs.message,
         );
 
+        self.status.sessions = self.count_sessions().await?;
+
         match obs.phase {
             AllocationPhase::Ready => self.idle_check(handle, job_id, &user).await,
             AllocationPhase::Completed | AllocationPhase::Failed => {
@@ -425,6 +427,23 @@ impl<'a> Reconcile<'a> {
             AllocationPhase::Starting => Ok(Action::requeue(Duration::from_millis(300))),
             _ => Ok(Action::requeue(RESYNC)),
         }
+    }
+
+    /// Sessions of this namespace holding a place on this allocation.
+    async fn count_sessions(&self) -> Result<i32, ReconcileError> {
+        let api: Api<crate::api::JupyterSession> =
+            Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let list = api.list(&Default::default()).await?;
+        let n = list
+            .items
+            .iter()
+            .filter_map(|s| s.status.as_ref())
+            .filter(|st| {
+                st.allocation.as_deref() == Some(self.name.as_str())
+                    && super::session::holds_a_place(st.phase)
+            })
+            .count();
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
 
     /// Cancels a Ready allocation that has served no session for `idleTimeout`.

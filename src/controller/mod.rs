@@ -14,6 +14,7 @@ pub mod metrics;
 mod orphans;
 pub mod request;
 pub mod script;
+mod session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -29,8 +32,9 @@ use tracing::{info, warn};
 
 pub use allocation::{FINALIZER, TOKEN_KEY, token_secret_name};
 pub use error::ReconcileError;
+pub use session::{SESSION_FINALIZER, continued_name, owned_allocation_name};
 
-use crate::api::{ComputeAllocation, SlurmCluster};
+use crate::api::{ComputeAllocation, JupyterSession, SlurmCluster};
 use context::{ClusterRegistry, Context, Settings};
 
 /// Field manager of everything the controller writes.
@@ -236,17 +240,54 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(cluster::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let alloc_api: Api<ComputeAllocation> = match &args.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let allocations = Controller::new(alloc_api, watcher::Config::default())
+    let alloc_api: Api<ComputeAllocation> = scoped(&client, args.watch_namespace.as_deref());
+    let session_api: Api<JupyterSession> = scoped(&client, args.watch_namespace.as_deref());
+    let allocations = Controller::new(alloc_api.clone(), watcher::Config::default())
         .reconcile_on(trigger_rx)
+        // Sessions come and go: the allocation counts them (and idles without them).
+        .watches(
+            session_api.clone(),
+            watcher::Config::default(),
+            |s: JupyterSession| {
+                let ns = s.namespace()?;
+                let alloc = s
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.allocation.clone())
+                    .or(s.spec.allocation_ref.clone())?;
+                Some(ObjectRef::new(&alloc).within(&ns))
+            },
+        )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(allocation::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let session_controller = Controller::new(session_api, watcher::Config::default());
+    let store = session_controller.store();
+    let sessions = session_controller
+        // An allocation's changes (Ready, ended, restarted) concern the sessions on it.
+        .watches(
+            alloc_api,
+            watcher::Config::default(),
+            move |a: ComputeAllocation| {
+                let (ns, name) = (a.namespace(), a.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace() == ns)
+                    .filter(|s| {
+                        s.spec.allocation_ref.as_deref() == Some(name.as_str())
+                            || s.status.as_ref().and_then(|st| st.allocation.as_deref())
+                                == Some(name.as_str())
+                    })
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(session::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
     info!("controllers running");
-    tokio::join!(clusters, allocations);
+    tokio::join!(clusters, allocations, sessions);
 
     metrics.set_leader(false);
     if let Some((leader, task, watcher_task)) = lease {
@@ -260,6 +301,18 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     let _ = http_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// All namespaces, or only the watched one.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 fn error_policy<K>(_obj: Arc<K>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {

@@ -1,0 +1,612 @@
+//! The JupyterSession reconciler: one kernel on an allocation's Jupyter server, tied to
+//! one notebook. Pending until the allocation is Ready, then the kernel is started and
+//! the notebook created (New), forked (Continue) or re-executed (Resume); Ready sessions
+//! are watched for activity (idle timeout) and for their kernel or allocation going away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::conditions::{self, FALSE, TRUE};
+use crate::api::{
+    AllocationPhase, ComputeAllocation, DEFAULT_MAX_SESSIONS, JupyterSession, JupyterSessionStatus,
+    NotebookMode, RestoreError, RestoreStatus, SessionPhase,
+};
+use crate::jupyter::{JupyterError, JupyterServer, KernelChannel, notebook};
+
+use super::context::Context;
+use super::error::ReconcileError;
+use super::{FIELD_MANAGER, TOKEN_KEY};
+
+/// Finalizer that shuts the kernel down before the session goes away.
+pub const SESSION_FINALIZER: &str = "slurmlab.io/shutdown-kernel";
+const CONDITION_READY: &str = "Ready";
+/// How often a Ready session's kernel is looked at (activity, liveness).
+const ACTIVITY_CHECK: Duration = Duration::from_secs(15);
+/// Timeout of one notebook cell while restoring.
+const RESTORE_CELL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Name of the allocation a session with `allocationTemplate` owns.
+pub fn owned_allocation_name(session: &str) -> String {
+    format!("{session}-alloc")
+}
+
+/// Whether a session in this phase holds (or is about to hold) a place on its allocation.
+pub fn holds_a_place(phase: SessionPhase) -> bool {
+    matches!(
+        phase,
+        SessionPhase::Starting | SessionPhase::Restoring | SessionPhase::Ready
+    )
+}
+
+pub async fn reconcile(
+    session: Arc<JupyterSession>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = SessionReconcile::new(&session, &ctx).run().await;
+    ctx.metrics
+        .reconciled("JupyterSession", result.is_ok(), started.elapsed());
+    result
+}
+
+struct SessionReconcile<'a> {
+    session: &'a JupyterSession,
+    ctx: &'a Arc<Context>,
+    ns: String,
+    name: String,
+    api: Api<JupyterSession>,
+    before: JupyterSessionStatus,
+    status: JupyterSessionStatus,
+    generation: Option<i64>,
+}
+
+impl<'a> SessionReconcile<'a> {
+    fn new(session: &'a JupyterSession, ctx: &'a Arc<Context>) -> Self {
+        let ns = session.namespace().unwrap_or_default();
+        let before = session.status.clone().unwrap_or_default();
+        Self {
+            session,
+            ctx,
+            api: Api::namespaced(ctx.client.clone(), &ns),
+            name: session.name_any(),
+            ns,
+            status: before.clone(),
+            before,
+            generation: session.metadata.generation,
+        }
+    }
+
+    async fn run(mut self) -> Result<Action, ReconcileError> {
+        if self.session.meta().deletion_timestamp.is_some() {
+            return self.finalize().await;
+        }
+        if !self
+            .session
+            .finalizers()
+            .iter()
+            .any(|f| f == SESSION_FINALIZER)
+        {
+            let mut finalizers = self.session.finalizers().to_vec();
+            finalizers.push(SESSION_FINALIZER.to_owned());
+            self.set_finalizers(finalizers).await?;
+            return Ok(Action::await_change());
+        }
+        self.status.observed_generation = self.generation;
+        let action = self.step().await;
+        self.save().await?;
+        action
+    }
+
+    async fn set_finalizers(&self, finalizers: Vec<String>) -> Result<(), kube::Error> {
+        let patch = json!({"metadata": {"finalizers": finalizers}});
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+    }
+
+    async fn save(&mut self) -> Result<(), ReconcileError> {
+        if self.status == self.before {
+            return Ok(());
+        }
+        let patch = json!({"apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession", "status": self.status});
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        if self.status.phase != self.before.phase {
+            let message = self.status.message.clone().unwrap_or_default();
+            let reason = format!("{:?}", self.status.phase);
+            info!(session = %format!("{}/{}", self.ns, self.name), phase = %reason, "{message}");
+            let obj = self.session.object_ref(&());
+            match self.status.phase {
+                SessionPhase::Failed | SessionPhase::Lost => {
+                    self.ctx.events.warning(&obj, &reason, message).await
+                }
+                _ => self.ctx.events.normal(&obj, &reason, message).await,
+            }
+        }
+        self.before = self.status.clone();
+        Ok(())
+    }
+
+    fn set(&mut self, phase: SessionPhase, reason: &str, message: impl Into<String>) {
+        let message = message.into();
+        self.status.phase = phase;
+        let ready = phase == SessionPhase::Ready;
+        conditions::set_condition(
+            &mut self.status.conditions,
+            conditions::condition(
+                CONDITION_READY,
+                if ready { TRUE } else { FALSE },
+                reason,
+                &message,
+                self.generation,
+            ),
+        );
+        self.status.message = Some(message);
+    }
+
+    async fn step(&mut self) -> Result<Action, ReconcileError> {
+        let spec = &self.session.spec;
+        if matches!(
+            self.status.phase,
+            SessionPhase::Terminated | SessionPhase::Failed
+        ) {
+            return Ok(Action::await_change());
+        }
+        if spec.notebook.mode != NotebookMode::New && spec.notebook.source.is_none() {
+            let mode = format!("{:?}", spec.notebook.mode);
+            self.set(SessionPhase::Failed, "Invalid", format!("spec.notebook.source is required when spec.notebook.mode is {mode}: name the notebook to {}", mode.to_lowercase()));
+            return Ok(Action::await_change());
+        }
+        let Some(alloc) = self.allocation().await? else {
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        };
+        let alloc_name = alloc.name_any();
+        self.status.allocation = Some(alloc_name.clone());
+        let alloc_status = alloc.status.clone().unwrap_or_default();
+
+        if self.status.kernel_id.is_none() {
+            let max = alloc.spec.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+            let used = self.sessions_on(&alloc_name).await?;
+            if used >= max as usize {
+                self.set(
+                    SessionPhase::Pending,
+                    "AllocationFull",
+                    format!("allocation {alloc_name} already serves {used} of its {max} sessions (spec.maxSessions); waiting for a place"),
+                );
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+        }
+        match alloc_status.phase {
+            AllocationPhase::Ready => {}
+            AllocationPhase::Completed | AllocationPhase::Failed
+                if self.status.kernel_id.is_some() =>
+            {
+                let why = alloc_status.message.clone().unwrap_or_default();
+                self.lose(format!("allocation {alloc_name} ended: {why}"));
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            phase => {
+                let why = alloc_status
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{phase:?}"));
+                if self.status.kernel_id.is_some() && self.status.phase != SessionPhase::Lost {
+                    self.lose(format!("allocation {alloc_name} is {phase:?}: {why}"));
+                } else if self.status.kernel_id.is_none() {
+                    self.set(
+                        SessionPhase::Pending,
+                        "AllocationNotReady",
+                        format!("waiting for allocation {alloc_name} ({phase:?}): {why}"),
+                    );
+                }
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+        }
+        let endpoint = alloc_status.endpoint.clone().unwrap_or_default();
+        let token = self
+            .token(&alloc_status.token_secret.clone().unwrap_or_default())
+            .await?;
+        let server = JupyterServer::new(&endpoint, token, Duration::from_secs(30))?;
+        self.status.node = alloc_status.slurm.as_ref().and_then(|s| s.node.clone());
+        self.status.token_secret = alloc_status.token_secret.clone();
+
+        match self.status.kernel_id.clone() {
+            None => self.start(&server, &endpoint).await,
+            Some(kernel_id) => {
+                let same_server = self.status.endpoint.as_deref() == Some(endpoint.as_str());
+                match server.kernel(&kernel_id).await? {
+                    Some(k) if same_server => self.watch_activity(&server, k).await,
+                    _ if !same_server
+                        && alloc.spec.restart_policy == crate::api::RestartPolicy::OnFailure =>
+                    {
+                        // The allocation came back on a new server: restore by replaying.
+                        self.status.kernel_id = None;
+                        self.start(&server, &endpoint).await
+                    }
+                    _ => {
+                        self.lose(format!("kernel {kernel_id} is gone from the Jupyter server (it died or the server restarted)"));
+                        Ok(Action::requeue(Duration::from_secs(30)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn lose(&mut self, message: String) {
+        self.status.execution_state = Some("dead".into());
+        self.set(SessionPhase::Lost, "Lost", message);
+    }
+
+    /// The allocation serving this session: the referenced one, or the owned one created
+    /// from the template. `None` (with the status saying why) when it does not exist yet.
+    async fn allocation(&mut self) -> Result<Option<ComputeAllocation>, ReconcileError> {
+        let allocs: Api<ComputeAllocation> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let spec = &self.session.spec;
+        if let Some(name) = &spec.allocation_ref {
+            let found = allocs.get_opt(name).await?;
+            if found.is_none() {
+                self.set(SessionPhase::Pending, "AllocationNotFound", format!("ComputeAllocation {name} does not exist in namespace {}: create it or fix spec.allocationRef", self.ns));
+            }
+            return Ok(found);
+        }
+        let Some(template) = &spec.allocation_template else {
+            return Ok(None);
+        };
+        let name = owned_allocation_name(&self.name);
+        if let Some(a) = allocs.get_opt(&name).await? {
+            return Ok(Some(a));
+        }
+        let owner = OwnerReference {
+            api_version: "slurmlab.io/v1alpha1".into(),
+            kind: "JupyterSession".into(),
+            name: self.name.clone(),
+            uid: self.session.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let alloc: ComputeAllocation = serde_json::from_value(json!({
+            "apiVersion": "slurmlab.io/v1alpha1", "kind": "ComputeAllocation",
+            "metadata": {"name": name, "namespace": self.ns, "ownerReferences": [owner],
+                         "labels": {"slurmlab.io/session": self.name}},
+            "spec": template,
+        }))
+        .map_err(|e| ReconcileError::Other(e.to_string()))?;
+        let created = match allocs.create(&PostParams::default(), &alloc).await {
+            Ok(a) => a,
+            Err(kube::Error::Api(s)) if s.code == 409 => allocs.get(&name).await?,
+            Err(e) => return Err(e.into()),
+        };
+        self.ctx
+            .events
+            .normal(
+                &self.session.object_ref(&()),
+                "AllocationCreated",
+                format!("created ComputeAllocation {name} for this session"),
+            )
+            .await;
+        Ok(Some(created))
+    }
+
+    /// Sessions of this namespace holding a place on the allocation (this one excluded).
+    async fn sessions_on(&self, allocation: &str) -> Result<usize, ReconcileError> {
+        let list = self.api.list(&Default::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|s| s.name_any() != self.name)
+            .filter_map(|s| s.status.as_ref())
+            .filter(|st| st.allocation.as_deref() == Some(allocation) && holds_a_place(st.phase))
+            .count())
+    }
+
+    async fn token(&self, secret: &str) -> Result<String, ReconcileError> {
+        let s = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.ns)
+            .get(secret)
+            .await?;
+        s.data
+            .and_then(|d| {
+                d.get(TOKEN_KEY)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+            .ok_or_else(|| ReconcileError::Other(format!("Secret {secret} has no key {TOKEN_KEY}")))
+    }
+
+    /// Starts the kernel, prepares the notebook by mode, restores if asked.
+    async fn start(
+        &mut self,
+        server: &JupyterServer,
+        endpoint: &str,
+    ) -> Result<Action, ReconcileError> {
+        let spec = self.session.spec.clone();
+        let restoring_after_restart =
+            self.before.phase == SessionPhase::Lost && self.before.notebook_path.is_some();
+        let notebook_path = match (restoring_after_restart, spec.notebook.mode) {
+            (true, _) => self.before.notebook_path.clone().unwrap_or_default(),
+            (false, NotebookMode::New) => {
+                let wanted = spec
+                    .notebook
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.ipynb", self.name));
+                let path = free_path(server, &wanted).await?;
+                let nb = notebook::new_notebook(&spec.kernel, &spec.kernel, "python");
+                server.put_notebook(&path, &notebook::to_json(&nb)?).await?;
+                path
+            }
+            (false, NotebookMode::Continue) => {
+                let source = spec.notebook.source.clone().unwrap_or_default();
+                let wanted = spec
+                    .notebook
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| continued_name(&source));
+                let path = free_path(server, &wanted).await?;
+                match server.copy(&source, &path).await {
+                    Ok(_) => path,
+                    Err(JupyterError::NotFound { .. }) => return Ok(self.fail_missing(&source)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (false, NotebookMode::Resume) => spec.notebook.source.clone().unwrap_or_default(),
+        };
+        let kernel = server.start_kernel(&spec.kernel).await?;
+        self.status.kernel_id = Some(kernel.id.clone());
+        self.status.notebook_path = Some(notebook_path.clone());
+        self.status.endpoint = Some(endpoint.to_owned());
+        self.status.execution_state = kernel.execution_state.clone();
+        self.set(
+            SessionPhase::Starting,
+            "KernelStarted",
+            format!("kernel {} started for {notebook_path}", kernel.id),
+        );
+        // Record the kernel before anything long, so a crash leaves no unknown kernel.
+        self.save().await?;
+
+        let replay = restoring_after_restart || spec.notebook.mode == NotebookMode::Resume;
+        if replay {
+            match self
+                .restore(
+                    server,
+                    &kernel.id,
+                    &notebook_path,
+                    spec.notebook.stop_on_error,
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(JupyterError::NotFound { .. }) => return Ok(self.fail_missing(&notebook_path)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let message = match (&self.status.restore, restoring_after_restart) {
+            (Some(r), true) => format!(
+                "restored on the restarted allocation by replaying {notebook_path} ({} of {} cells, {} errors)",
+                r.executed,
+                r.total,
+                r.errors.len()
+            ),
+            (Some(r), false) => format!(
+                "kernel ready; {notebook_path} restored ({} of {} cells, {} errors)",
+                r.executed,
+                r.total,
+                r.errors.len()
+            ),
+            _ => format!("kernel {} ready; notebook {notebook_path}", kernel.id),
+        };
+        self.status.execution_state = Some("idle".into());
+        self.status.last_activity = Some(Time(Timestamp::now()));
+        self.set(
+            SessionPhase::Ready,
+            if restoring_after_restart {
+                "Restored"
+            } else {
+                "Ready"
+            },
+            message,
+        );
+        Ok(Action::requeue(ACTIVITY_CHECK))
+    }
+
+    fn fail_missing(&mut self, path: &str) -> Action {
+        self.set(SessionPhase::Failed, "NotebookNotFound", format!("notebook {path} does not exist on the allocation's server: fix spec.notebook.source"));
+        Action::await_change()
+    }
+
+    /// Re-executes every code cell of the notebook in order, reporting progress.
+    async fn restore(
+        &mut self,
+        server: &JupyterServer,
+        kernel_id: &str,
+        path: &str,
+        stop_on_error: bool,
+    ) -> Result<(), JupyterError> {
+        let nb = notebook::from_json(&server.get(path, true).await?.content)?;
+        let cells = notebook::code_cells(&nb);
+        let mut progress = RestoreStatus {
+            executed: 0,
+            total: cells.len() as i32,
+            errors: vec![],
+        };
+        self.status.restore = Some(progress.clone());
+        self.set(
+            SessionPhase::Restoring,
+            "Restoring",
+            format!("re-executing {} code cells of {path}", cells.len()),
+        );
+        let _ = self.save().await;
+        let mut channel = KernelChannel::connect(server, kernel_id).await?;
+        let mut last_save = Instant::now();
+        for (index, source) in cells {
+            let exec = channel.execute(&source, RESTORE_CELL_TIMEOUT).await?;
+            progress.executed += 1;
+            if let Some((ename, evalue)) = exec.error() {
+                progress.errors.push(RestoreError {
+                    cell: index as i32,
+                    ename: ename.to_owned(),
+                    evalue: evalue.to_owned(),
+                });
+            }
+            self.status.restore = Some(progress.clone());
+            let stop = stop_on_error && !progress.errors.is_empty();
+            if stop || last_save.elapsed() > Duration::from_secs(1) {
+                let _ = self.save().await;
+                last_save = Instant::now();
+            }
+            if stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A Ready session: follow Jupyter's activity; shut down after `idleTimeout`.
+    async fn watch_activity(
+        &mut self,
+        server: &JupyterServer,
+        kernel: crate::jupyter::KernelModel,
+    ) -> Result<Action, ReconcileError> {
+        self.status.execution_state = kernel.execution_state.clone();
+        let last = kernel
+            .last_activity
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        if let Some(t) = last {
+            self.status.last_activity = Some(Time(t));
+        }
+        if self.status.phase != SessionPhase::Ready {
+            self.set(
+                SessionPhase::Ready,
+                "Ready",
+                format!(
+                    "kernel {} ready; notebook {}",
+                    kernel.id,
+                    self.status.notebook_path.clone().unwrap_or_default()
+                ),
+            );
+        }
+        let Some(timeout) = self
+            .session
+            .spec
+            .idle_timeout
+            .as_ref()
+            .map(|d| d.to_std())
+            .transpose()?
+        else {
+            return Ok(Action::requeue(ACTIVITY_CHECK));
+        };
+        let idle_for = last
+            .map(|t| (Timestamp::now().as_second() - t.as_second()).max(0) as u64)
+            .unwrap_or(0);
+        let busy = kernel.execution_state.as_deref() == Some("busy");
+        if busy || idle_for < timeout.as_secs() {
+            let left = Duration::from_secs(timeout.as_secs().saturating_sub(idle_for).max(1));
+            return Ok(Action::requeue(left.min(ACTIVITY_CHECK)));
+        }
+        server.shutdown(&kernel.id).await?;
+        self.status.execution_state = Some("dead".into());
+        self.set(
+            SessionPhase::Terminated,
+            "Idle",
+            format!(
+                "kernel {} shut down after {idle_for} s without activity (spec.idleTimeout)",
+                kernel.id
+            ),
+        );
+        Ok(Action::await_change())
+    }
+
+    /// Deletion: shut the kernel down (a gone server is fine), release.
+    async fn finalize(self) -> Result<Action, ReconcileError> {
+        if !self
+            .session
+            .finalizers()
+            .iter()
+            .any(|f| f == SESSION_FINALIZER)
+        {
+            return Ok(Action::await_change());
+        }
+        if let (Some(kernel), Some(endpoint), Some(secret)) = (
+            &self.status.kernel_id,
+            &self.status.endpoint,
+            &self.status.token_secret,
+        ) {
+            let shutdown = async {
+                let token = self.token(secret).await?;
+                let server = JupyterServer::new(endpoint, token, Duration::from_secs(5))?;
+                server.shutdown(kernel).await?;
+                Ok::<(), ReconcileError>(())
+            };
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(10), shutdown)
+                .await
+                .unwrap_or_else(|_| Err(ReconcileError::Other("timed out".into())))
+            {
+                warn!(session = %self.name, error = %e, "could not shut the kernel down; releasing the session anyway");
+            }
+        }
+        let remaining: Vec<String> = self
+            .session
+            .finalizers()
+            .iter()
+            .filter(|f| *f != SESSION_FINALIZER)
+            .cloned()
+            .collect();
+        self.set_finalizers(remaining).await?;
+        Ok(Action::await_change())
+    }
+}
+
+/// `experiments/run1.ipynb` → `experiments/run1_continued.ipynb`.
+pub fn continued_name(source: &str) -> String {
+    match source.strip_suffix(".ipynb") {
+        Some(stem) => format!("{stem}_continued.ipynb"),
+        None => format!("{source}_continued.ipynb"),
+    }
+}
+
+/// `wanted`, or `stem-1.ipynb`, `stem-2.ipynb`, ... whichever does not exist yet.
+async fn free_path(server: &JupyterServer, wanted: &str) -> Result<String, JupyterError> {
+    if !server.exists(wanted).await? {
+        return Ok(wanted.to_owned());
+    }
+    let stem = wanted.strip_suffix(".ipynb").unwrap_or(wanted);
+    for n in 1..1000 {
+        let candidate = format!("{stem}-{n}.ipynb");
+        if !server.exists(&candidate).await? {
+            return Ok(candidate);
+        }
+    }
+    Err(JupyterError::Notebook(format!(
+        "no free name next to {wanted}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_for_forks_and_owned_allocations() {
+        assert_eq!(continued_name("exp/run1.ipynb"), "exp/run1_continued.ipynb");
+        assert_eq!(owned_allocation_name("s"), "s-alloc");
+        assert!(
+            holds_a_place(SessionPhase::Ready)
+                && !holds_a_place(SessionPhase::Lost)
+                && !holds_a_place(SessionPhase::Pending)
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! JupyterSessions against the real stack: kernels started on Jupyter servers inside
+//! SLURM jobs, notebooks created, forked and restored, capacity, idle culling, loss, and
+//! cleanup.
+
+mod common;
+
+use std::time::Duration;
+
+use common::controller::{ControllerProcess, Scope};
+use common::{Env, User, slurm_client};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use slurmlab::api::{AllocationPhase, ComputeAllocation, JupyterSession, SessionPhase};
+use slurmlab::jupyter::{JupyterServer, KernelChannel, Output, notebook};
+use slurmlab::slurm::{BaseState, SlurmApi};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn cluster(env: &Env, name: &str) -> common::SlurmCluster {
+    env.slurm_clusters()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap()
+}
+
+async fn create_session(client: &Client, scope: &Scope, name: &str, spec: serde_json::Value) {
+    let obj: JupyterSession = serde_json::from_value(json!({
+        "apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession",
+        "metadata": {"name": name, "namespace": scope.ns}, "spec": spec
+    }))
+    .unwrap();
+    Api::<JupyterSession>::namespaced(client.clone(), &scope.ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+async fn wait_session(
+    client: &Client,
+    scope: &Scope,
+    name: &str,
+    ctl: &ControllerProcess,
+    what: &str,
+    check: impl Fn(&JupyterSession) -> bool,
+) -> JupyterSession {
+    let api: Api<JupyterSession> = Api::namespaced(client.clone(), &scope.ns);
+    match common::wait_until_ok(TIMEOUT, || async {
+        api.get(name).await.ok().filter(|s| check(s))
+    })
+    .await
+    {
+        Some(s) => s,
+        None => {
+            let now = api.get(name).await.ok().and_then(|s| s.status);
+            panic!(
+                "session {name} never became {what}: {now:#?}\ncontroller log:\n{}",
+                ctl.log_tail()
+            )
+        }
+    }
+}
+
+fn phase(s: &JupyterSession) -> SessionPhase {
+    s.status.as_ref().map(|st| st.phase).unwrap_or_default()
+}
+
+async fn ready_allocation(
+    client: &Client,
+    scope: &Scope,
+    ctl: &ControllerProcess,
+    name: &str,
+    spec: serde_json::Value,
+) -> ComputeAllocation {
+    scope.allocation(client, name, spec).await;
+    let api = scope.allocations(client);
+    let found = common::wait_until_ok(TIMEOUT, || async {
+        api.get(name).await.ok().filter(|a| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.phase == AllocationPhase::Ready)
+        })
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("allocation {name} never Ready:\n{}", ctl.log_tail()))
+}
+
+/// The allocation's Jupyter server, with the token from its Secret.
+async fn server_of(client: &Client, scope: &Scope, alloc: &ComputeAllocation) -> JupyterServer {
+    let status = alloc.status.clone().unwrap();
+    let secret = Api::<Secret>::namespaced(client.clone(), &scope.ns)
+        .get(&status.token_secret.unwrap())
+        .await
+        .unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    JupyterServer::new(status.endpoint.unwrap(), token, Duration::from_secs(30)).unwrap()
+}
+
+async fn run(server: &JupyterServer, kernel: &str, code: &str) -> Vec<Output> {
+    let mut channel = KernelChannel::connect(server, kernel).await.unwrap();
+    channel
+        .execute(code, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .outputs
+}
+
+#[tokio::test]
+async fn new_sessions_get_kernels_and_notebooks_within_capacity() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let scope = Scope::create(&client, &cluster(&env, "trixie"), "sess-new").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = ready_allocation(
+        &client,
+        &scope,
+        &ctl,
+        "box",
+        json!({"cpus": 1, "maxSessions": 2}),
+    )
+    .await;
+    let server = server_of(&client, &scope, &alloc).await;
+    create_session(
+        &client,
+        &scope,
+        "s1",
+        json!({"allocationRef": "box", "notebook": {"path": "exp/run.ipynb"}}),
+    )
+    .await;
+    let s1 = wait_session(&client, &scope, "s1", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let st = s1.status.clone().unwrap();
+    assert_eq!(st.notebook_path.as_deref(), Some("exp/run.ipynb"));
+    assert_eq!(st.allocation.as_deref(), Some("box"));
+    assert!(st.node.is_some() && st.endpoint.is_some() && st.token_secret.is_some());
+    let kernel = st.kernel_id.clone().unwrap();
+    assert!(
+        server.kernel(&kernel).await.unwrap().is_some(),
+        "the kernel exists on the server"
+    );
+    let nb = server.get("exp/run.ipynb", true).await.unwrap();
+    assert_eq!(nb.kind, "notebook");
+
+    // The same path again: a new name, nothing overwritten.
+    create_session(
+        &client,
+        &scope,
+        "s2",
+        json!({"allocationRef": "box", "notebook": {"path": "exp/run.ipynb"}}),
+    )
+    .await;
+    let s2 = wait_session(&client, &scope, "s2", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    assert_eq!(
+        s2.status.unwrap().notebook_path.as_deref(),
+        Some("exp/run-1.ipynb")
+    );
+    // Full: the third waits, saying why.
+    create_session(&client, &scope, "s3", json!({"allocationRef": "box"})).await;
+    let s3 = wait_session(&client, &scope, "s3", &ctl, "Pending (full)", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.message
+                .as_deref()
+                .is_some_and(|m| m.contains("maxSessions"))
+        })
+    })
+    .await;
+    assert_eq!(phase(&s3), SessionPhase::Pending);
+    let counted = common::wait_until_ok(TIMEOUT, || async {
+        scope
+            .allocations(&client)
+            .get("box")
+            .await
+            .ok()
+            .filter(|a| a.status.as_ref().is_some_and(|s| s.sessions == 2))
+    })
+    .await;
+    assert!(counted.is_some(), "the allocation counts its two sessions");
+    let (ok, out, err) = env.kubectl(User::Admin, &["get", "jupytersessions", "-n", &scope.ns]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("s1"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("Ready") && line.contains("box") && line.contains("exp/run.ipynb"),
+        "{line}"
+    );
+
+    // Deleting a session shuts its kernel down and frees its place.
+    Api::<JupyterSession>::namespaced(client.clone(), &scope.ns)
+        .delete("s1", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::wait_until(TIMEOUT, "the kernel to be shut down", || async {
+        server
+            .kernel(&kernel)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_session(
+        &client,
+        &scope,
+        "s3",
+        &ctl,
+        "Ready once a place is free",
+        |s| phase(s) == SessionPhase::Ready,
+    )
+    .await;
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn resume_restores_state_and_continue_forks_with_a_fresh_kernel() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let scope = Scope::create(&client, &cluster(&env, "sid"), "sess-resume").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
+    let server = server_of(&client, &scope, &alloc).await;
+    let mut nb = notebook::new_notebook("python3", "Python 3", "python");
+    for code in [
+        "x = 41",
+        "y = x + 1",
+        "raise ValueError('expected')",
+        "z = y * 2",
+    ] {
+        notebook::append_code(&mut nb, code, &[], None, serde_json::Value::Null).unwrap();
+    }
+    notebook::append_markdown(&mut nb, "# not executed");
+    server
+        .put_notebook("work/src.ipynb", &notebook::to_json(&nb).unwrap())
+        .await
+        .unwrap();
+
+    create_session(
+        &client,
+        &scope,
+        "resumed",
+        json!({"allocationRef": "box", "notebook": {"mode": "Resume", "source": "work/src.ipynb"}}),
+    )
+    .await;
+    let s = wait_session(&client, &scope, "resumed", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let st = s.status.unwrap();
+    let restore = st.restore.unwrap();
+    assert_eq!((restore.executed, restore.total), (4, 4));
+    assert_eq!(restore.errors.len(), 1);
+    assert_eq!(
+        (restore.errors[0].cell, restore.errors[0].ename.as_str()),
+        (2, "ValueError")
+    );
+    assert_eq!(
+        st.notebook_path.as_deref(),
+        Some("work/src.ipynb"),
+        "a resumed session keeps writing into its notebook"
+    );
+    let out = run(&server, st.kernel_id.as_deref().unwrap(), "(y, z)").await;
+    assert!(
+        matches!(&out[..], [Output::Result { data, .. }] if data["text/plain"] == "(42, 84)"),
+        "{out:?}"
+    );
+
+    create_session(&client, &scope, "forked", json!({"allocationRef": "box", "notebook": {"mode": "Continue", "source": "work/src.ipynb"}})).await;
+    let f = wait_session(&client, &scope, "forked", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let st = f.status.unwrap();
+    assert_eq!(
+        st.notebook_path.as_deref(),
+        Some("work/src_continued.ipynb")
+    );
+    let copy = notebook::from_json(
+        &server
+            .get("work/src_continued.ipynb", true)
+            .await
+            .unwrap()
+            .content,
+    )
+    .unwrap();
+    assert_eq!(notebook::code_cells(&copy), notebook::code_cells(&nb));
+    let original =
+        notebook::from_json(&server.get("work/src.ipynb", true).await.unwrap().content).unwrap();
+    assert_eq!(
+        original.cells.len(),
+        nb.cells.len(),
+        "the original is untouched"
+    );
+    let out = run(&server, st.kernel_id.as_deref().unwrap(), "x").await;
+    assert!(
+        matches!(&out[..], [Output::Error { ename, .. }] if ename == "NameError"),
+        "a fresh kernel: {out:?}"
+    );
+
+    create_session(
+        &client,
+        &scope,
+        "nosource",
+        json!({"allocationRef": "box", "notebook": {"mode": "Resume"}}),
+    )
+    .await;
+    let bad = wait_session(&client, &scope, "nosource", &ctl, "Failed", |s| {
+        phase(s) == SessionPhase::Failed
+    })
+    .await;
+    assert!(
+        bad.status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("spec.notebook.source is required")
+    );
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn a_template_session_owns_its_allocation_and_takes_it_along() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster(&env, "trixie");
+    let scope = Scope::create(&client, &slurm, "sess-template").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    create_session(
+        &client,
+        &scope,
+        "solo",
+        json!({"allocationTemplate": {"clusterRef": scope.cluster, "cpus": 1}}),
+    )
+    .await;
+    let s = wait_session(&client, &scope, "solo", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    assert_eq!(s.status.unwrap().allocation.as_deref(), Some("solo-alloc"));
+    let alloc = scope.allocations(&client).get("solo-alloc").await.unwrap();
+    let owner = &alloc.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("JupyterSession", "solo")
+    );
+    let job = alloc.status.unwrap().slurm.unwrap().job_id.unwrap() as u64;
+
+    Api::<JupyterSession>::namespaced(client.clone(), &scope.ns)
+        .delete("solo", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::wait_until(TIMEOUT, "the owned allocation to be collected", || async {
+        scope
+            .allocations(&client)
+            .get_opt("solo-alloc")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let rest = slurm_client(&slurm, None);
+    let state = common::wait_until(
+        Duration::from_secs(30),
+        "the job to be cancelled",
+        || async {
+            rest.job(job)
+                .await
+                .ok()
+                .filter(|j| j.state.base == BaseState::Cancelled)
+        },
+    )
+    .await;
+    assert!(state.state.is_finished() || state.state.base == BaseState::Cancelled);
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn idle_kernels_are_culled_and_ended_allocations_lose_their_sessions() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster(&env, "sid");
+    let scope = Scope::create(&client, &slurm, "sess-idle").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
+    let server = server_of(&client, &scope, &alloc).await;
+    create_session(
+        &client,
+        &scope,
+        "sleepy",
+        json!({"allocationRef": "box", "idleTimeout": "5s"}),
+    )
+    .await;
+    create_session(&client, &scope, "doomed", json!({"allocationRef": "box"})).await;
+    let sleepy = wait_session(&client, &scope, "sleepy", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let kernel = sleepy.status.unwrap().kernel_id.unwrap();
+    let culled = wait_session(&client, &scope, "sleepy", &ctl, "Terminated", |s| {
+        phase(s) == SessionPhase::Terminated
+    })
+    .await;
+    assert!(
+        culled
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("idleTimeout")
+    );
+    assert!(
+        server.kernel(&kernel).await.unwrap().is_none(),
+        "the idle kernel was shut down"
+    );
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["describe", "jupytersession", "sleepy", "-n", &scope.ns],
+    );
+    assert!(out.contains("Terminated"), "{out}");
+
+    wait_session(&client, &scope, "doomed", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let job = alloc.status.unwrap().slurm.unwrap().job_id.unwrap() as u64;
+    slurm_client(&slurm, None)
+        .cancel(&slurm.user, job)
+        .await
+        .unwrap();
+    let lost = wait_session(&client, &scope, "doomed", &ctl, "Lost", |s| {
+        phase(s) == SessionPhase::Lost
+    })
+    .await;
+    let message = lost.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("allocation box"), "{message}");
+    scope.cleanup(&client).await;
+}
+
+#[tokio::test]
+async fn a_restarted_allocation_gets_its_sessions_restored_by_replay() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = cluster(&env, "trixie");
+    let scope = Scope::create(&client, &slurm, "sess-restart").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = ready_allocation(
+        &client,
+        &scope,
+        &ctl,
+        "box",
+        json!({"cpus": 1, "restartPolicy": "OnFailure"}),
+    )
+    .await;
+    let server = server_of(&client, &scope, &alloc).await;
+    create_session(
+        &client,
+        &scope,
+        "keeper",
+        json!({"allocationRef": "box", "notebook": {"path": "keep.ipynb"}}),
+    )
+    .await;
+    let s = wait_session(&client, &scope, "keeper", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let first_kernel = s.status.unwrap().kernel_id.unwrap();
+    // What the gateway does: executed cells go into the session's notebook.
+    let mut nb =
+        notebook::from_json(&server.get("keep.ipynb", true).await.unwrap().content).unwrap();
+    notebook::append_code(
+        &mut nb,
+        "answer = 6 * 7",
+        &[],
+        Some(1),
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    server
+        .put_notebook("keep.ipynb", &notebook::to_json(&nb).unwrap())
+        .await
+        .unwrap();
+
+    let job = alloc.status.unwrap().slurm.unwrap().job_id.unwrap() as u64;
+    slurm_client(&slurm, None)
+        .cancel(&slurm.user, job)
+        .await
+        .unwrap();
+    let restored = wait_session(
+        &client,
+        &scope,
+        "keeper",
+        &ctl,
+        "restored on the new job",
+        |s| {
+            phase(s) == SessionPhase::Ready
+                && s.status.as_ref().and_then(|st| st.kernel_id.as_deref())
+                    != Some(first_kernel.as_str())
+        },
+    )
+    .await;
+    let st = restored.status.unwrap();
+    assert!(
+        st.message
+            .unwrap_or_default()
+            .contains("restored on the restarted allocation")
+    );
+    assert_eq!(st.restore.map(|r| (r.executed, r.total)), Some((1, 1)));
+    let alloc = scope.allocations(&client).get("box").await.unwrap();
+    assert_eq!(alloc.status.as_ref().map(|s| s.restarts), Some(1));
+    let server = server_of(&client, &scope, &alloc).await;
+    let out = run(&server, st.kernel_id.as_deref().unwrap(), "answer").await;
+    assert!(
+        matches!(&out[..], [Output::Result { data, .. }] if data["text/plain"] == "42"),
+        "{out:?}"
+    );
+    scope.cleanup(&client).await;
+}
