@@ -76,7 +76,8 @@ impl Scope {
                 "limits": {"maxTimeLimit": "2h"},
                 "jobTemplate": {
                     "serverCommand": format!("{}/bin/jupyter-server", slurm.jupyter_venv),
-                    "notebookRoot": "$HOME/notebooks",
+                    // Each test its own notebook root: files of earlier runs never collide.
+                    "notebookRoot": format!("$HOME/notebooks/{ns}"),
                     "bindAddress": "127.0.0.1"
                 },
                 "polling": {"interval": "2s", "activeInterval": "1s", "requestsPerSecond": 20}
