@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: brings the local environment up, installs the CRDs and the examples, and
-# shows them with kubectl. Leaves everything running; `make down` stops it.
+# `make demo`: brings the local environment up, installs the CRDs and the examples, starts
+# the controller, waits until the example allocation runs a Jupyter server in a SLURM job
+# and the example session has a kernel, and shows it all with kubectl. Leaves everything
+# running; `make down` stops it.
 LOG_TAG=demo
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -30,20 +32,40 @@ log "creating an allocation and a session in namespace 'demo'"
 k create namespace demo --dry-run=client -o yaml | k apply -f - >/dev/null
 k -n demo apply -f "$REPO_DIR/examples/computeallocation.yaml" -f "$REPO_DIR/examples/jupytersession.yaml" >/dev/null
 
+DEMO=$SLURMLAB_STATE/demo
+mkdir -p "$DEMO/pids"
+if ! pid_alive controller "$DEMO/pids" slurmlab; then
+  log "starting the controller (log: $DEMO/controller.log)"
+  setsid "$SLURMLAB" controller --kubeconfig "$KUBECONFIG_ADMIN" --metrics-addr 127.0.0.1:18080 \
+    --leader-election=false >>"$DEMO/controller.log" 2>&1 </dev/null &
+  echo $! >"$DEMO/pids/controller.pid"
+fi
+log "waiting for the allocation (a SLURM job running Jupyter) and the session (a kernel)"
+ready() { [ "$(k -n demo get "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = Ready ]; }
+wait_for "computeallocation demo Ready" 180 ready computeallocation/demo ||
+  { tail -n 20 "$DEMO/controller.log" >&2; die "the allocation did not become Ready (see above)"; }
+wait_for "jupytersession analysis Ready" 120 ready jupytersession/analysis ||
+  { tail -n 20 "$DEMO/controller.log" >&2; die "the session did not become Ready (see above)"; }
+
 cat <<MSG
 
 The local environment is up:
   Kubernetes API  $KUBE_URL   (admin kubeconfig: $KUBECONFIG_ADMIN)
   Slurm 24.11     $SLURM_TRIXIE_URL   Slurm 26.05  $SLURM_SID_URL
 
-$(k get slurmlab -A 2>&1)
+$(k get slurmclusters 2>&1)
+
+$(k get slurmlab -n demo -o wide 2>&1)
+
+SLURM job $(k -n demo get computeallocation demo -o jsonpath='{.status.slurm.jobId}') runs a Jupyter server at $(k -n demo get computeallocation demo -o jsonpath='{.status.endpoint}');
+session "analysis" has kernel $(k -n demo get jupytersession analysis -o jsonpath='{.status.kernelId}') writing to $(k -n demo get jupytersession analysis -o jsonpath='{.status.notebookPath}').
 
 Look around:
   export KUBECONFIG=$KUBECONFIG_ADMIN
   $KUBECTL get slurmlab -A
-  $KUBECTL -n demo describe computeallocation demo
+  $KUBECTL -n demo describe computeallocation demo     # events: Submitted, Starting, Ready
   $KUBECTL explain computeallocation.spec
+  curl -s 127.0.0.1:18080/metrics | grep ^slurmlab_    # the controller's metrics
 
-(The controller and the MCP gateway are not part of the demo yet: the resources above
-wait for them.) Stop everything with: make down
+(The MCP gateway is not part of the demo yet.) Stop everything with: make down
 MSG

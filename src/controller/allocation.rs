@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -30,7 +30,7 @@ use super::allocation_state::{Probe, job_status, observe};
 use super::context::{ClusterHandle, Context};
 use super::error::ReconcileError;
 use super::identity::{JobOwner, parse_comment};
-use super::{FIELD_MANAGER, request, script};
+use super::{request, script, writes};
 
 /// Finalizer that cancels the job before the allocation goes away.
 pub const FINALIZER: &str = "slurmlab.io/cancel-job";
@@ -111,24 +111,13 @@ impl<'a> Reconcile<'a> {
         if self.alloc.meta().deletion_timestamp.is_some() {
             return self.finalize().await;
         }
-        if !self.alloc.finalizers().iter().any(|f| f == FINALIZER) {
-            let mut finalizers = self.alloc.finalizers().to_vec();
-            finalizers.push(FINALIZER.to_owned());
-            self.set_finalizers(finalizers).await?;
+        if writes::add_finalizer(&self.api, self.alloc, FINALIZER).await? {
             return Ok(Action::await_change());
         }
         self.status.observed_generation = self.generation;
         let action = self.step().await;
         self.save().await?;
         action
-    }
-
-    async fn set_finalizers(&self, finalizers: Vec<String>) -> Result<(), kube::Error> {
-        let patch = json!({"metadata": {"finalizers": finalizers}});
-        self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(|_| ())
     }
 
     fn object_ref(&self) -> k8s_openapi::api::core::v1::ObjectReference {
@@ -152,14 +141,7 @@ impl<'a> Reconcile<'a> {
         if self.status == self.before {
             return Ok(());
         }
-        let patch = json!({"apiVersion": "slurmlab.io/v1alpha1", "kind": "ComputeAllocation", "status": self.status});
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status).await?;
         if self.status.phase != self.before.phase {
             let message = self.status.message.clone().unwrap_or_default();
             let reason = self
@@ -716,14 +698,7 @@ impl<'a> Reconcile<'a> {
             // The cluster is not connected (yet): give it a moment before giving up.
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
-        let remaining: Vec<String> = self
-            .alloc
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        self.set_finalizers(remaining).await?;
+        writes::remove_finalizer(&self.api, self.alloc, FINALIZER).await?;
         Ok(Action::await_change())
     }
 

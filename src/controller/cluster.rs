@@ -12,10 +12,9 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
@@ -27,7 +26,6 @@ use crate::slurm::{
     ClientConfig, DEFAULT_TOKEN_LIFETIME, RestClient, SlurmApi, TokenSource, VersionChoice,
 };
 
-use super::FIELD_MANAGER;
 use super::context::{ClusterHandle, Context};
 use super::error::ReconcileError;
 
@@ -134,15 +132,7 @@ async fn patch_status(
     status: &SlurmClusterStatus,
 ) -> Result<(), kube::Error> {
     let api: Api<SlurmCluster> = Api::all(ctx.client.clone());
-    let patch =
-        json!({"apiVersion": "slurmlab.io/v1alpha1", "kind": "SlurmCluster", "status": status});
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    super::writes::apply_status(&api, name, "SlurmCluster", status).await
 }
 
 /// "auth_refused" → "AuthRefused".

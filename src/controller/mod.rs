@@ -15,6 +15,7 @@ mod orphans;
 pub mod request;
 pub mod script;
 mod session;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -24,7 +24,7 @@ use crate::jupyter::{JupyterError, JupyterServer, KernelChannel, notebook};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::{FIELD_MANAGER, TOKEN_KEY};
+use super::{TOKEN_KEY, writes};
 
 /// Finalizer that shuts the kernel down before the session goes away.
 pub const SESSION_FINALIZER: &str = "slurmlab.io/shutdown-kernel";
@@ -89,15 +89,7 @@ impl<'a> SessionReconcile<'a> {
         if self.session.meta().deletion_timestamp.is_some() {
             return self.finalize().await;
         }
-        if !self
-            .session
-            .finalizers()
-            .iter()
-            .any(|f| f == SESSION_FINALIZER)
-        {
-            let mut finalizers = self.session.finalizers().to_vec();
-            finalizers.push(SESSION_FINALIZER.to_owned());
-            self.set_finalizers(finalizers).await?;
+        if writes::add_finalizer(&self.api, self.session, SESSION_FINALIZER).await? {
             return Ok(Action::await_change());
         }
         self.status.observed_generation = self.generation;
@@ -106,26 +98,11 @@ impl<'a> SessionReconcile<'a> {
         action
     }
 
-    async fn set_finalizers(&self, finalizers: Vec<String>) -> Result<(), kube::Error> {
-        let patch = json!({"metadata": {"finalizers": finalizers}});
-        self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(|_| ())
-    }
-
     async fn save(&mut self) -> Result<(), ReconcileError> {
         if self.status == self.before {
             return Ok(());
         }
-        let patch = json!({"apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession", "status": self.status});
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        writes::apply_status(&self.api, &self.name, "JupyterSession", &self.status).await?;
         if self.status.phase != self.before.phase {
             let message = self.status.message.clone().unwrap_or_default();
             let reason = format!("{:?}", self.status.phase);
@@ -378,6 +355,11 @@ impl<'a> SessionReconcile<'a> {
         self.save().await?;
 
         let replay = restoring_after_restart || spec.notebook.mode == NotebookMode::Resume;
+        if !replay {
+            // Ready means the kernel answers, not only that its process was spawned.
+            let mut channel = KernelChannel::connect(server, &kernel.id).await?;
+            channel.wait_ready(Duration::from_secs(60)).await?;
+        }
         if replay {
             match self
                 .restore(
@@ -558,14 +540,7 @@ impl<'a> SessionReconcile<'a> {
                 warn!(session = %self.name, error = %e, "could not shut the kernel down; releasing the session anyway");
             }
         }
-        let remaining: Vec<String> = self
-            .session
-            .finalizers()
-            .iter()
-            .filter(|f| *f != SESSION_FINALIZER)
-            .cloned()
-            .collect();
-        self.set_finalizers(remaining).await?;
+        writes::remove_finalizer(&self.api, self.session, SESSION_FINALIZER).await?;
         Ok(Action::await_change())
     }
 }

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use jupyter_protocol::{
-    ExecuteRequest, ExecutionState, JupyterMessage, JupyterMessageContent, ReplyStatus, Stdio,
+    ExecuteRequest, ExecutionState, JupyterMessage, JupyterMessageContent, KernelInfoRequest,
+    ReplyStatus, Stdio,
 };
 use jupyter_websocket_client::{JupyterWebSocketReader, JupyterWebSocketWriter, RemoteServer};
 use serde_json::{Map, Value, json};
@@ -129,6 +130,39 @@ impl KernelChannel {
         JupyterError::Channel {
             kernel_id: self.kernel_id.clone(),
             detail: detail.into(),
+        }
+    }
+
+    /// Waits until the kernel answers a `kernel_info_request` (it is started and listening).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), JupyterError> {
+        let request: JupyterMessage = KernelInfoRequest {}.into();
+        let msg_id = request.header.msg_id.clone();
+        self.writer
+            .send(request)
+            .await
+            .map_err(|e| self.channel_error(format!("send failed: {e}")))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.reader.next())
+                .await
+                .map_err(|_| {
+                    self.channel_error(format!("no kernel_info_reply within {timeout:?}"))
+                })?;
+            match next {
+                Some(Ok(msg)) => {
+                    let ours = msg.parent_header.as_ref().map(|h| h.msg_id.as_str())
+                        == Some(msg_id.as_str());
+                    if ours && matches!(msg.content, JupyterMessageContent::KernelInfoReply(_)) {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err(self.channel_error(format!("receive failed: {e}"))),
+                None => {
+                    return Err(self.channel_error(
+                        "the server closed the channel (kernel died or server gone)",
+                    ));
+                }
+            }
         }
     }
 
