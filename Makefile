@@ -28,7 +28,7 @@ down:
 ## test: set everything up, run every test, and stop what was started, pass or fail.
 test:
 	@set -o pipefail; status=0; \
-	hack/up.sh || status=$$?; \
+	SLURMLAB_FRESH=1 hack/up.sh || status=$$?; \
 	if [ $$status = 0 ]; then $(MAKE) --no-print-directory lint test-unit test-integration || status=$$?; fi; \
 	hack/down.sh || true; \
 	exit $$status

@@ -7,7 +7,9 @@ LOG_TAG=demo
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-"$HACK_DIR/up.sh"
+# A fresh start: an earlier demo's controller and objects go away first.
+stop_pid controller "$SLURMLAB_STATE/demo/pids" slurmlab 2>/dev/null || true
+SLURMLAB_FRESH=1 "$HACK_DIR/up.sh"
 # shellcheck disable=SC1091
 . "$SLURMLAB_STATE/env"
 export KUBECONFIG=$KUBECONFIG_ADMIN
@@ -34,12 +36,10 @@ k -n demo apply -f "$REPO_DIR/examples/computeallocation.yaml" -f "$REPO_DIR/exa
 
 DEMO=$SLURMLAB_STATE/demo
 mkdir -p "$DEMO/pids"
-if ! pid_alive controller "$DEMO/pids" slurmlab; then
-  log "starting the controller (log: $DEMO/controller.log)"
-  setsid "$SLURMLAB" controller --kubeconfig "$KUBECONFIG_ADMIN" --metrics-addr 127.0.0.1:18080 \
-    --leader-election=false >>"$DEMO/controller.log" 2>&1 </dev/null &
-  echo $! >"$DEMO/pids/controller.pid"
-fi
+log "starting the controller (log: $DEMO/controller.log)"
+setsid "$SLURMLAB" controller --kubeconfig "$KUBECONFIG_ADMIN" --metrics-addr 127.0.0.1:18080 \
+  --leader-election=false >"$DEMO/controller.log" 2>&1 </dev/null &
+echo $! >"$DEMO/pids/controller.pid"
 log "waiting for the allocation (a SLURM job running Jupyter) and the session (a kernel)"
 ready() { [ "$(k -n demo get "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = Ready ]; }
 wait_for "computeallocation demo Ready" 180 ready computeallocation/demo ||

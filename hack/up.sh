@@ -6,7 +6,8 @@
 #     slurmctld + slurmd + slurmrestd (JWT) and a Jupyter venv for batch jobs
 #   - host tools (kubectl) in a cached venv
 # Cold (nothing cached) about 10 minutes on 2 cores; warm about 10 seconds.
-# Idempotent. Stop everything with hack/down.sh.
+# Idempotent. Stop everything with hack/down.sh. SLURMLAB_FRESH=1 starts the control plane
+# from an empty etcd (what `make test` does, so no run sees objects of an earlier one).
 LOG_TAG=up
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -34,6 +35,9 @@ for i in "${!pids[@]}"; do
   fi
 done
 [ $failed = 0 ] || die "the environment did not come up (see above)"
+if [ "${SLURMLAB_FRESH:-}" = 1 ]; then
+  "$HACK_DIR/kube-down.sh" --purge
+fi
 "$HACK_DIR/kube-up.sh"
 
 {

@@ -203,6 +203,12 @@ impl<'a> Reconcile<'a> {
             .and_then(|s| s.job_id)
             .and_then(|j| u64::try_from(j).ok());
         match job_id {
+            // Ended for good (a restart clears the job id): nothing to follow any more.
+            Some(id) if self.status.phase.is_final() => {
+                handle.poller.untrack(id);
+                self.ctx.disown_job(&handle.name, id);
+                Ok(Action::await_change())
+            }
             Some(id) => self.track(&handle, id).await,
             None => self.submit(&handle).await,
         }
@@ -327,6 +333,8 @@ impl<'a> Reconcile<'a> {
         self.status.slurm = Some(job_status(job_id, None, &user));
         self.status.token_secret = Some(token_secret_name(&self.name));
         self.status.restart_after = None;
+        // A new job: idleness is counted from when it is Ready.
+        self.status.idle_since = None;
         self.status.phase = AllocationPhase::Queued;
         self.status.message = Some(message);
         self.set_condition(CONDITION_READY, false, "Submitted", "the job is queued");
@@ -504,6 +512,7 @@ impl<'a> Reconcile<'a> {
             return Action::await_change();
         }
         self.status.restarts += 1;
+        self.status.idle_since = None;
         let backoff = Duration::from_secs((5u64 << (self.status.restarts - 1).min(6)).min(300));
         let at = Timestamp::now().as_second() + backoff.as_secs() as i64;
         self.status.restart_after = Timestamp::from_second(at).ok().map(Time);
