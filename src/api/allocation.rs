@@ -211,6 +211,10 @@ pub struct ComputeAllocationStatus {
     /// With a restart pending: not before this time (exponential backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_after: Option<Time>,
+    /// Why slurmlab itself cancelled the current job (`IdleTimeout`, `Deletion`), so its
+    /// end reads as Completed, not as a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
     /// Since when the allocation has served no session (for `idleTimeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<Time>,

@@ -333,8 +333,9 @@ impl<'a> Reconcile<'a> {
         self.status.slurm = Some(job_status(job_id, None, &user));
         self.status.token_secret = Some(token_secret_name(&self.name));
         self.status.restart_after = None;
-        // A new job: idleness is counted from when it is Ready.
+        // A new job: idleness is counted from when it is Ready, and nobody cancelled it.
         self.status.idle_since = None;
+        self.status.cancelled_by = None;
         self.status.phase = AllocationPhase::Queued;
         self.status.message = Some(message);
         self.set_condition(CONDITION_READY, false, "Submitted", "the job is queued");
@@ -381,7 +382,7 @@ impl<'a> Reconcile<'a> {
             Some(e) => self.probe(e).await,
             None => Probe::NotTried,
         };
-        let cancelled_by_us = self.before.phase == AllocationPhase::Terminating;
+        let cancelled_by_us = self.status.cancelled_by.is_some();
         let obs = observe(
             job_id,
             job.as_ref(),
@@ -484,6 +485,7 @@ impl<'a> Reconcile<'a> {
                     .events
                     .normal(&self.object_ref(), "IdleTimeout", &message)
                     .await;
+                self.status.cancelled_by = Some("IdleTimeout".into());
                 self.status.phase = AllocationPhase::Terminating;
                 self.status.message = Some(message);
                 self.status.endpoint = None;
@@ -661,7 +663,7 @@ impl<'a> Reconcile<'a> {
             let done = match handle.client.job(id).await {
                 Ok(job) if job.state.is_finished() => true,
                 Ok(_) => {
-                    if self.before.phase != AllocationPhase::Terminating {
+                    if self.status.cancelled_by.is_none() {
                         match handle.client.cancel(&user, id).await {
                             Ok(CancelOutcome::Unknown) => {}
                             Ok(_) => {
@@ -672,6 +674,7 @@ impl<'a> Reconcile<'a> {
                                     .events
                                     .normal(&self.object_ref(), "Cancelling", &m)
                                     .await;
+                                self.status.cancelled_by = Some("Deletion".into());
                                 self.status.phase = AllocationPhase::Terminating;
                                 self.status.message = Some(m);
                                 self.status.endpoint = None;
