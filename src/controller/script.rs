@@ -62,15 +62,6 @@ pub fn render(template: &JobTemplate, owner: &JobOwner) -> String {
         Some(addr) => s.push_str(&format!("HOST={}\n", shell_quote(addr))),
         None => s.push_str("HOST=\"$(hostname -f 2>/dev/null || hostname)\"\n"),
     }
-    s.push_str(concat!(
-        "PORT=$(python3 - \"$HOST\" <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 40000))\n",
-        "import socket, sys\n",
-        "s = socket.socket()\n",
-        "s.bind((sys.argv[1], 0))\n",
-        "print(s.getsockname()[1])\n",
-        "PY\n",
-        ")\n",
-    ));
     s.push_str("CONF_DIR=\"${TMPDIR:-/tmp}/slurmlab-$SLURM_JOB_ID\"\n");
     s.push_str("mkdir -p \"$CONF_DIR\" && chmod 700 \"$CONF_DIR\"\n");
     s.push_str("cat > \"$CONF_DIR/jupyter_server_config.py\" <<'PY'\n");
@@ -80,16 +71,34 @@ pub fn render(template: &JobTemplate, owner: &JobOwner) -> String {
     // sends SIGTERM to every process of the job).
     s.push_str("trap 'rm -rf \"$CONF_DIR\"' EXIT\n");
     s.push_str("trap 'kill -TERM \"${SERVER:-}\" 2>/dev/null; wait; exit 143' TERM INT\n");
-    s.push_str(&format!(
-        "scontrol update JobId=\"$SLURM_JOB_ID\" Comment={}\" jupyter=$HOST:$PORT\"\n",
-        shell_quote(&owner.comment())
+    // A free port can be taken by someone else before the server binds it (seconds later):
+    // a server that dies while starting gets another port, reported again.
+    s.push_str("rc=1\nfor attempt in 1 2 3; do\n");
+    s.push_str(concat!(
+        "  PORT=$(python3 - \"$HOST\" <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 40000))\n",
+        "import socket, sys\n",
+        "s = socket.socket()\n",
+        "s.bind((sys.argv[1], 0))\n",
+        "print(s.getsockname()[1])\n",
+        "PY\n",
+        ")\n",
     ));
     s.push_str(&format!(
-        "{} --no-browser --ip=\"$HOST\" --port=\"$PORT\" --ServerApp.port_retries=0 \\\n  \
+        "  scontrol update JobId=\"$SLURM_JOB_ID\" Comment={}\" jupyter=$HOST:$PORT\"\n",
+        shell_quote(&owner.comment())
+    ));
+    s.push_str("  started=$SECONDS\n");
+    s.push_str(&format!(
+        "  {} --no-browser --ip=\"$HOST\" --port=\"$PORT\" --ServerApp.port_retries=0 \\\n    \
          --ServerApp.root_dir=\"$ROOT\" --config=\"$CONF_DIR/jupyter_server_config.py\" &\n",
         template.server_command
     ));
-    s.push_str("SERVER=$!\nwait \"$SERVER\"\n");
+    s.push_str("  SERVER=$!\n  rc=0\n  wait \"$SERVER\" || rc=$?\n");
+    s.push_str(
+        "  if [ \"$rc\" = 0 ] || [ $((SECONDS - started)) -ge 30 ]; then exit \"$rc\"; fi\n",
+    );
+    s.push_str("  echo \"slurmlab: the server exited ($rc) while starting (attempt $attempt); trying another port\" >&2\n");
+    s.push_str("done\nexit \"$rc\"\n");
     s
 }
 
@@ -126,7 +135,7 @@ mod tests {
     fn the_script_runs_the_preamble_then_reports_and_starts_the_server() {
         let s = render(&template(), &owner());
         let pre = s.find("module load python/3.12").unwrap();
-        let report = s.find("scontrol update JobId=\"$SLURM_JOB_ID\" Comment='slurmlab owner=ns/box uid=u-1 attempt=0 cluster=c'\" jupyter=$HOST:$PORT\"").unwrap();
+        let report = s.find("  scontrol update JobId=\"$SLURM_JOB_ID\" Comment='slurmlab owner=ns/box uid=u-1 attempt=0 cluster=c'\" jupyter=$HOST:$PORT\"").unwrap();
         let server = s
             .find("jupyter server --no-browser --ip=\"$HOST\" --port=\"$PORT\"")
             .unwrap();
@@ -175,5 +184,64 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn a_server_that_dies_while_starting_gets_another_port() {
+        // Fake scontrol and server: the server fails at once the first time (its port was
+        // taken), then runs; the script reports a port each time and ends like the server.
+        let dir = std::env::temp_dir().join(format!("slurmlab-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, body: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, body).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&p)
+                .status()
+                .unwrap();
+        };
+        let calls = dir.join("calls");
+        write(
+            "scontrol",
+            &format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+        );
+        let tries = dir.join("tries");
+        write(
+            "server",
+            &format!(
+                "#!/bin/sh\necho x >> {t}\n[ $(wc -l < {t}) -ge 2 ]\n",
+                t = tries.display()
+            ),
+        );
+        let t = JobTemplate {
+            server_command: dir.join("server").display().to_string(),
+            notebook_root: dir.join("root").display().to_string(),
+            bind_address: Some("127.0.0.1".into()),
+            preamble: vec![],
+            ..template()
+        };
+        let script = dir.join("job.sh");
+        std::fs::write(&script, render(&t, &owner())).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+            .env("SLURM_JOB_ID", "7")
+            .env("TMPDIR", &dir)
+            .output()
+            .unwrap();
+        let reported = std::fs::read_to_string(&calls).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            reported.lines().count(),
+            2,
+            "one report per attempt: {reported}"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("trying another port"));
     }
 }
