@@ -481,18 +481,24 @@ impl<'a> Reconcile<'a> {
         );
         match handle.client.cancel(user, job_id).await {
             Ok(_) => {
-                self.ctx
-                    .events
-                    .normal(&self.object_ref(), "IdleTimeout", &message)
-                    .await;
-                self.status.cancelled_by = Some("IdleTimeout".into());
-                self.status.phase = AllocationPhase::Terminating;
-                self.status.message = Some(message);
-                self.status.endpoint = None;
+                self.cancelled("IdleTimeout", message).await;
                 Ok(Action::requeue(Duration::from_secs(2)))
             }
             Err(e) => Ok(self.slurm_unavailable(e)),
         }
+    }
+
+    /// slurmlab itself cancelled the job (`why`: IdleTimeout, Deletion): its end will read
+    /// as Completed; an event says why.
+    async fn cancelled(&mut self, why: &str, message: String) {
+        self.ctx
+            .events
+            .normal(&self.object_ref(), why, &message)
+            .await;
+        self.status.cancelled_by = Some(why.to_owned());
+        self.status.phase = AllocationPhase::Terminating;
+        self.status.message = Some(message);
+        self.status.endpoint = None;
     }
 
     /// After a failure with `restartPolicy: OnFailure`: schedule a resubmission.
@@ -670,14 +676,7 @@ impl<'a> Reconcile<'a> {
                                 let m = format!(
                                     "cancelling job {id} because the allocation is being deleted"
                                 );
-                                self.ctx
-                                    .events
-                                    .normal(&self.object_ref(), "Cancelling", &m)
-                                    .await;
-                                self.status.cancelled_by = Some("Deletion".into());
-                                self.status.phase = AllocationPhase::Terminating;
-                                self.status.message = Some(m);
-                                self.status.endpoint = None;
+                                self.cancelled("Deletion", m).await;
                                 self.save().await?;
                             }
                             Err(e) => warn!(job = id, error = %e, "cancelling failed; will retry"),
