@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::controller::{ControllerProcess, Scope};
 use common::{Env, User};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use slurmlab::api::{AllocationPhase, ComputeAllocation, JupyterSession, SessionPhase};
-use slurmlab::jupyter::{JupyterServer, KernelChannel, notebook};
+use slurmlab::jupyter::{KernelChannel, notebook};
 
 const RUNS: usize = 5;
 const CELLS: usize = 50;
@@ -51,14 +50,7 @@ async fn main() {
     )
     .await
     .expect("the allocation becomes Ready");
-    let status = alloc.status.clone().unwrap();
-    let secret = Api::<Secret>::namespaced(client.clone(), &scope.ns)
-        .get(&status.token_secret.unwrap())
-        .await
-        .unwrap();
-    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
-    let server =
-        JupyterServer::new(status.endpoint.unwrap(), token, Duration::from_secs(60)).unwrap();
+    let server = common::controller::allocation_server(&client, &alloc).await;
     let sessions: Api<JupyterSession> = Api::namespaced(client.clone(), &scope.ns);
     println!(
         "session bench: Slurm {}, one allocation's Jupyter server",

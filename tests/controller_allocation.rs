@@ -64,19 +64,6 @@ fn job_id(a: &ComputeAllocation) -> u64 {
         .expect("a job id") as u64
 }
 
-async fn token_of(client: &Client, ns: &str, alloc: &ComputeAllocation) -> String {
-    let name = alloc
-        .status
-        .as_ref()
-        .and_then(|s| s.token_secret.clone())
-        .expect("status names the token Secret");
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&name)
-        .await
-        .unwrap();
-    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
-}
-
 #[tokio::test]
 async fn cluster_reachability_follows_its_secret() {
     let env = Env::load();
@@ -174,7 +161,7 @@ async fn allocations_become_ready_and_deletion_cancels_the_job() {
         let id = job_id(&alloc);
 
         // The endpoint answers with the Secret's token, and only with it.
-        let token = token_of(&client, &scope.ns, &alloc).await;
+        let token = common::controller::allocation_token(&client, &alloc).await;
         let http = reqwest::Client::new();
         let url = format!("{endpoint}/api/status");
         let with = http

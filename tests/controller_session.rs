@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::controller::{ControllerProcess, Scope};
 use common::{Env, User, slurm_client};
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -86,17 +85,6 @@ async fn ready_allocation(
     found.unwrap_or_else(|| panic!("allocation {name} never Ready:\n{}", ctl.log_tail()))
 }
 
-/// The allocation's Jupyter server, with the token from its Secret.
-async fn server_of(client: &Client, scope: &Scope, alloc: &ComputeAllocation) -> JupyterServer {
-    let status = alloc.status.clone().unwrap();
-    let secret = Api::<Secret>::namespaced(client.clone(), &scope.ns)
-        .get(&status.token_secret.unwrap())
-        .await
-        .unwrap();
-    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
-    JupyterServer::new(status.endpoint.unwrap(), token, Duration::from_secs(30)).unwrap()
-}
-
 async fn run(server: &JupyterServer, kernel: &str, code: &str) -> Vec<Output> {
     let mut channel = KernelChannel::connect(server, kernel).await.unwrap();
     channel
@@ -121,7 +109,7 @@ async fn new_sessions_get_kernels_and_notebooks_within_capacity() {
         json!({"cpus": 1, "maxSessions": 2}),
     )
     .await;
-    let server = server_of(&client, &scope, &alloc).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
     create_session(
         &client,
         &scope,
@@ -228,7 +216,7 @@ async fn resume_restores_state_and_continue_forks_with_a_fresh_kernel() {
     let scope = Scope::create(&client, &cluster(&env, "sid"), "sess-resume").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
-    let server = server_of(&client, &scope, &alloc).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
     let mut nb = notebook::new_notebook("python3", "Python 3", "python");
     for code in [
         "x = 41",
@@ -395,7 +383,7 @@ async fn idle_kernels_are_culled_and_ended_allocations_lose_their_sessions() {
     let scope = Scope::create(&client, &slurm, "sess-idle").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
-    let server = server_of(&client, &scope, &alloc).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
     create_session(
         &client,
         &scope,
@@ -465,7 +453,7 @@ async fn a_restarted_allocation_gets_its_sessions_restored_by_replay() {
         json!({"cpus": 1, "restartPolicy": "OnFailure"}),
     )
     .await;
-    let server = server_of(&client, &scope, &alloc).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
     create_session(
         &client,
         &scope,
@@ -521,7 +509,7 @@ async fn a_restarted_allocation_gets_its_sessions_restored_by_replay() {
     assert_eq!(st.restore.map(|r| (r.executed, r.total)), Some((1, 1)));
     let alloc = scope.allocations(&client).get("box").await.unwrap();
     assert_eq!(alloc.status.as_ref().map(|s| s.restarts), Some(1));
-    let server = server_of(&client, &scope, &alloc).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
     let out = run(&server, st.kernel_id.as_deref().unwrap(), "answer").await;
     assert!(
         matches!(&out[..], [Output::Result { data, .. }] if data["text/plain"] == "42"),

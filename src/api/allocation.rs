@@ -146,6 +146,21 @@ pub enum AllocationPhase {
     Failed,
 }
 
+impl ComputeAllocationStatus {
+    /// The current SLURM job's id, if one was submitted.
+    pub fn job_id(&self) -> Option<u64> {
+        self.slurm
+            .as_ref()
+            .and_then(|s| s.job_id)
+            .and_then(|j| u64::try_from(j).ok())
+    }
+
+    /// The SLURM user the current job runs as.
+    pub fn slurm_user(&self) -> Option<&str> {
+        self.slurm.as_ref().and_then(|s| s.user.as_deref())
+    }
+}
+
 impl AllocationPhase {
     /// Completed and Failed do not change any more (unless the allocation is restarted).
     pub fn is_final(self) -> bool {

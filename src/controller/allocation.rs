@@ -196,12 +196,7 @@ impl<'a> Reconcile<'a> {
                 10
             })));
         };
-        let job_id = self
-            .status
-            .slurm
-            .as_ref()
-            .and_then(|s| s.job_id)
-            .and_then(|j| u64::try_from(j).ok());
+        let job_id = self.status.job_id();
         match job_id {
             // Ended for good (a restart clears the job id): nothing to follow any more.
             Some(id) if self.status.phase.is_final() => {
@@ -366,12 +361,7 @@ impl<'a> Reconcile<'a> {
             handle.poller.poke();
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
-        let user = self
-            .status
-            .slurm
-            .as_ref()
-            .and_then(|s| s.user.clone())
-            .unwrap_or_default();
+        let user = self.status.slurm_user().unwrap_or_default().to_owned();
         let bind = handle.spec.job_template.bind_address.clone();
         let endpoint = job
             .as_ref()
@@ -652,18 +642,8 @@ impl<'a> Reconcile<'a> {
         if !self.alloc.finalizers().iter().any(|f| f == FINALIZER) {
             return Ok(Action::await_change());
         }
-        let job_id = self
-            .status
-            .slurm
-            .as_ref()
-            .and_then(|s| s.job_id)
-            .and_then(|j| u64::try_from(j).ok());
-        let user = self
-            .status
-            .slurm
-            .as_ref()
-            .and_then(|s| s.user.clone())
-            .unwrap_or_default();
+        let job_id = self.status.job_id();
+        let user = self.status.slurm_user().unwrap_or_default().to_owned();
         let handle = self.ctx.clusters.get(&self.alloc.spec.cluster_ref);
         if let (Some(id), Some(handle)) = (job_id, &handle) {
             let done = match handle.client.job(id).await {

@@ -282,3 +282,36 @@ pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The Jupyter token of an allocation, from the Secret its status names.
+pub async fn allocation_token(client: &Client, alloc: &ComputeAllocation) -> String {
+    let ns = alloc
+        .metadata
+        .namespace
+        .clone()
+        .expect("allocations are namespaced");
+    let name = alloc
+        .status
+        .as_ref()
+        .and_then(|s| s.token_secret.clone())
+        .expect("status names the token Secret");
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get(&name)
+        .await
+        .unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
+/// A client for a Ready allocation's Jupyter server.
+pub async fn allocation_server(
+    client: &Client,
+    alloc: &ComputeAllocation,
+) -> slurmlab::jupyter::JupyterServer {
+    let endpoint = alloc
+        .status
+        .as_ref()
+        .and_then(|s| s.endpoint.clone())
+        .expect("a Ready allocation has an endpoint");
+    let token = allocation_token(client, alloc).await;
+    slurmlab::jupyter::JupyterServer::new(endpoint, token, Duration::from_secs(60)).unwrap()
+}
