@@ -5,10 +5,14 @@
 //! - [`slurm`]: slurmrestd access.
 //! - [`controller`]: the reconcilers behind `slurmlab controller`.
 //! - [`jupyter`]: Jupyter server access.
+//! - [`gateway`]: the MCP gateway behind `slurmlab gateway`.
+//! - [`process`]: what every long-running role needs (kubeconfig, shutdown signal).
 
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod gateway;
 pub mod jupyter;
+pub mod process;
 pub mod slurm;
 pub mod tls;

@@ -20,8 +20,8 @@ struct Cli {
 enum Command {
     /// Run the controller (reconciles SlurmClusters, ComputeAllocations, JupyterSessions).
     Controller(slurmlab::controller::ControllerArgs),
-    /// Run the MCP gateway for agents.
-    Gateway,
+    /// Run the MCP gateway for agents (stdio or Streamable HTTP).
+    Gateway(slurmlab::gateway::GatewayArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -40,7 +40,11 @@ fn main() -> ExitCode {
                 .await
                 .map_err(|e| e.to_string())
         }),
-        Command::Gateway => Err("the gateway is not implemented yet".to_owned()),
+        Command::Gateway(args) => serve(|| async {
+            slurmlab::gateway::run(args)
+                .await
+                .map_err(|e| e.to_string())
+        }),
         Command::Crds { output_dir } => {
             slurmlab::cli::crds(output_dir.as_deref()).map_err(|e| e.to_string())
         }

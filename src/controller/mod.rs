@@ -97,40 +97,10 @@ pub enum ControllerError {
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<Client, ControllerError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| ControllerError::Client(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| ControllerError::Client(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ControllerError::Client(e.to_string()))?,
-    };
+    let config = crate::process::kube_config(kubeconfig.map(PathBuf::as_path))
+        .await
+        .map_err(ControllerError::Client)?;
     Client::try_from(config).map_err(|e| ControllerError::Client(e.to_string()))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (or until it loses the leader lease).
@@ -154,7 +124,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            crate::process::shutdown_signal().await;
             info!("shutting down");
             shutdown.cancel();
         });

@@ -10,6 +10,7 @@ use jupyter_protocol::{
 };
 use jupyter_websocket_client::{JupyterWebSocketReader, JupyterWebSocketWriter, RemoteServer};
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::{JupyterError, JupyterServer, error_chain};
 
@@ -72,9 +73,32 @@ pub struct Execution {
     pub execution_count: Option<u64>,
     /// `ok`, `error` or `aborted`.
     pub status: String,
-    /// The timeout passed and the kernel was interrupted.
+    /// The timeout passed (or a cancel came) and the kernel was interrupted.
     pub interrupted: bool,
+    /// The interrupt came from [`ExecuteOptions::cancel`].
+    pub cancelled: bool,
     pub duration: Duration,
+}
+
+/// How to run one `execute_request`.
+#[derive(Clone, Debug)]
+pub struct ExecuteOptions {
+    /// After this the kernel is interrupted.
+    pub timeout: Duration,
+    /// Fired to interrupt the kernel (e.g. an agent cancelled the run).
+    pub cancel: CancellationToken,
+    /// Whether the cell counts in the kernel's history (`In[n]`, execution count).
+    pub store_history: bool,
+}
+
+impl ExecuteOptions {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            cancel: CancellationToken::new(),
+            store_history: true,
+        }
+    }
 }
 
 impl Execution {
@@ -173,8 +197,27 @@ impl KernelChannel {
         code: &str,
         timeout: Duration,
     ) -> Result<Execution, JupyterError> {
+        self.execute_with(code, ExecuteOptions::new(timeout), |_| {})
+            .await
+    }
+
+    /// Runs `code` like [`execute`](Self::execute), calling `observe` with the outputs so
+    /// far after each one arrives, and interrupting the kernel when `options.cancel` fires.
+    pub async fn execute_with(
+        &mut self,
+        code: &str,
+        options: ExecuteOptions,
+        mut observe: impl FnMut(&[Output]),
+    ) -> Result<Execution, JupyterError> {
+        let ExecuteOptions {
+            timeout,
+            cancel,
+            store_history,
+        } = options;
         let started = Instant::now();
-        let request: JupyterMessage = ExecuteRequest::new(code.to_owned()).into();
+        let mut request = ExecuteRequest::new(code.to_owned());
+        request.store_history = store_history;
+        let request: JupyterMessage = request.into();
         let msg_id = request.header.msg_id.clone();
         self.writer
             .send(request)
@@ -186,11 +229,22 @@ impl KernelChannel {
             execution_count: None,
             status: "ok".into(),
             interrupted: false,
+            cancelled: false,
             duration: Duration::ZERO,
         };
         let (mut replied, mut idle) = (false, false);
         while !(replied && idle) {
-            let next = match tokio::time::timeout_at(deadline, self.reader.next()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, self.reader.next()) => next,
+                _ = cancel.cancelled(), if !exec.interrupted && !exec.cancelled => {
+                    exec.cancelled = true;
+                    exec.interrupted = true;
+                    self.server.interrupt(&self.kernel_id).await?;
+                    deadline = tokio::time::Instant::now() + AFTER_INTERRUPT;
+                    continue;
+                }
+            };
+            let next = match next {
                 Ok(next) => next,
                 Err(_) if !exec.interrupted => {
                     exec.interrupted = true;
@@ -266,8 +320,9 @@ impl KernelChannel {
                 JupyterMessageContent::Status(s) if s.execution_state == ExecutionState::Idle => {
                     idle = true
                 }
-                _ => {}
+                _ => continue,
             }
+            observe(&exec.outputs);
         }
         exec.duration = started.elapsed();
         Ok(exec)

@@ -263,6 +263,29 @@ impl JupyterServer {
         self.json(resp).await
     }
 
+    /// A directory's entries; `""` is the notebook root.
+    pub async fn list(&self, dir: &str) -> Result<Vec<ContentModel>, JupyterError> {
+        let dir = dir.trim_matches('/');
+        let url = if dir.is_empty() {
+            "/api/contents".to_owned()
+        } else {
+            Self::contents_path(check_path(dir)?)
+        };
+        let resp = self.call(Method::GET, &url, None, dir).await?;
+        let model: ContentModel = self.json(resp).await?;
+        if model.kind != "directory" {
+            return Err(JupyterError::Http {
+                url,
+                status: 400,
+                detail: format!("{dir:?} is a {}, not a directory", model.kind),
+            });
+        }
+        serde_json::from_value(model.content).map_err(|e| JupyterError::Malformed {
+            url: format!("{}{url}", self.base_url),
+            detail: e.to_string(),
+        })
+    }
+
     /// Whether something exists at `path`.
     pub async fn exists(&self, path: &str) -> Result<bool, JupyterError> {
         match self.get(path, false).await {

@@ -1,0 +1,388 @@
+//! Code runs on session kernels. Each run is a task of its own: a tool call waits for it
+//! up to its sync timeout and otherwise hands back an execution id, while the run goes on
+//! and can be polled, fetched or cancelled (an interrupt). Runs on one session queue on its
+//! kernel channel; each finished run is written into the notebook, whichever way it ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::GatewayError;
+use super::identity::Caller;
+use super::live::LiveSession;
+use super::metrics::GatewayMetrics;
+use super::names;
+use super::record::{self, Change};
+use super::render::{self, RenderOptions};
+use crate::jupyter::{ExecuteOptions, Output};
+
+/// How long finished executions are kept for `get_execution_result`.
+const KEEP_FINISHED: Duration = Duration::from_secs(3600);
+/// At most this many finished executions are kept.
+const MAX_FINISHED: usize = 2_000;
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl ExecStatus {
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a finished run goes in the notebook.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    Append,
+    Replace(i64),
+    /// Not recorded (internal runs such as `get_workspace`).
+    Nowhere,
+}
+
+/// What a run is asked to do.
+pub struct RunRequest {
+    pub code: String,
+    pub timeout: Duration,
+    pub placement: Placement,
+    pub store_history: bool,
+}
+
+#[derive(Clone, Debug)]
+struct ExecState {
+    status: ExecStatus,
+    outputs: Vec<Output>,
+    execution_count: Option<u64>,
+    /// Why the run failed when it is not a Python exception (channel lost, …).
+    failure: Option<String>,
+    duration: Option<Duration>,
+    full_output_path: Option<String>,
+    record_error: Option<String>,
+}
+
+/// One run.
+pub struct Execution {
+    pub id: String,
+    pub session: Arc<LiveSession>,
+    pub owner: Caller,
+    pub code: String,
+    started: Instant,
+    cancel: CancellationToken,
+    state: Mutex<ExecState>,
+    done: watch::Sender<bool>,
+}
+
+impl Execution {
+    fn state(&self) -> std::sync::MutexGuard<'_, ExecState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> ExecStatus {
+        self.state().status
+    }
+
+    /// The outputs so far.
+    pub fn outputs(&self) -> Vec<Output> {
+        self.state().outputs.clone()
+    }
+
+    /// Interrupts the kernel if the run is going; a no-op once it finished.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until the run finished.
+    pub async fn finished(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Waits at most `limit`; true when finished.
+    pub async fn finished_within(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.finished()).await.is_ok()
+    }
+
+    /// The run's outputs as MCP content, and whether it failed.
+    pub fn content(&self, text_limit: usize) -> (Vec<rmcp::model::ContentBlock>, bool) {
+        let st = self.state();
+        let (mut blocks, mut is_error) = render::render(
+            &st.outputs,
+            &RenderOptions {
+                text_limit,
+                full_output_path: st.full_output_path.clone(),
+            },
+        );
+        match st.status {
+            ExecStatus::Cancelled => blocks.push(rmcp::model::ContentBlock::text(format!(
+                "[execution {} was cancelled: the kernel was interrupted and is still usable]",
+                self.id
+            ))),
+            ExecStatus::Failed if st.failure.is_some() => {
+                is_error = true;
+                blocks.push(rmcp::model::ContentBlock::text(format!(
+                    "[execution {} failed: {}]",
+                    self.id,
+                    st.failure.clone().unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        if st.status == ExecStatus::Failed {
+            is_error = true;
+        }
+        (blocks, is_error)
+    }
+
+    /// A summary: status, elapsed time, output so far (text only, limited).
+    pub fn summary(&self, text_limit: usize) -> Value {
+        let st = self.state();
+        let elapsed = st.duration.unwrap_or_else(|| self.started.elapsed());
+        let mut text = String::new();
+        for o in &st.outputs {
+            text.push_str(&render::full_text(o));
+        }
+        if text.len() > text_limit {
+            let mut cut = text.len() - text_limit;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text = format!("[… {cut} earlier bytes]\n{}", &text[cut..]);
+        }
+        json!({
+            "execution_id": self.id,
+            "session_id": self.session.id.to_string(),
+            "status": st.status,
+            "elapsed_seconds": (elapsed.as_millis() as f64) / 1000.0,
+            "execution_count": st.execution_count,
+            "output_so_far": text,
+            "images": st.outputs.iter().filter(|o| matches!(o, Output::Display { data, .. } | Output::Result { data, .. } if data.keys().any(|k| k.starts_with("image/")))).count(),
+            "failure": st.failure,
+            "notebook_error": st.record_error,
+            "code": self.code.chars().take(200).collect::<String>(),
+        })
+    }
+}
+
+/// Every run the gateway knows of.
+pub struct Executions {
+    runs: Mutex<HashMap<String, Arc<Execution>>>,
+    metrics: Arc<GatewayMetrics>,
+    text_limit: usize,
+}
+
+impl Executions {
+    pub fn new(metrics: Arc<GatewayMetrics>, text_limit: usize) -> Self {
+        Self {
+            runs: Mutex::new(HashMap::new()),
+            metrics,
+            text_limit,
+        }
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Execution>>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a run in the background.
+    pub fn submit(
+        &self,
+        session: Arc<LiveSession>,
+        owner: &Caller,
+        req: RunRequest,
+    ) -> Arc<Execution> {
+        let (done, _) = watch::channel(false);
+        let exec = Arc::new(Execution {
+            id: names::execution_id(),
+            session,
+            owner: owner.clone(),
+            code: req.code.clone(),
+            started: Instant::now(),
+            cancel: CancellationToken::new(),
+            state: Mutex::new(ExecState {
+                status: ExecStatus::Queued,
+                outputs: vec![],
+                execution_count: None,
+                failure: None,
+                duration: None,
+                full_output_path: None,
+                record_error: None,
+            }),
+            done,
+        });
+        {
+            let mut runs = self.runs();
+            let finished = runs.values().filter(|e| e.status().finished()).count();
+            if finished > MAX_FINISHED / 2 {
+                runs.retain(|_, e| !e.status().finished() || e.started.elapsed() < KEEP_FINISHED);
+            }
+            if runs.len() > MAX_FINISHED {
+                runs.retain(|_, e| !e.status().finished());
+            }
+            if !matches!(req.placement, Placement::Nowhere) {
+                runs.insert(exec.id.clone(), exec.clone());
+            }
+        }
+        self.metrics.running_executions.inc();
+        tokio::spawn(run(
+            exec.clone(),
+            req,
+            self.text_limit,
+            self.metrics.clone(),
+        ));
+        exec
+    }
+
+    /// A run of `caller`'s (others' runs read as not found).
+    pub fn get(&self, id: &str, caller: &Caller) -> Result<Arc<Execution>, GatewayError> {
+        self.runs()
+            .get(id)
+            .filter(|e| &e.owner == caller)
+            .cloned()
+            .ok_or_else(|| GatewayError::NotFound(format!("execution {id}")))
+    }
+
+    /// Unfinished runs on a session, whoever started them.
+    pub fn running_on(&self, session: &str) -> Vec<Arc<Execution>> {
+        self.runs()
+            .values()
+            .filter(|e| !e.status().finished() && e.session.id.to_string() == session)
+            .cloned()
+            .collect()
+    }
+
+    /// `caller`'s runs, newest first, optionally of one session.
+    pub fn list(&self, caller: &Caller, session: Option<&str>) -> Vec<Arc<Execution>> {
+        let mut v: Vec<Arc<Execution>> = self
+            .runs()
+            .values()
+            .filter(|e| &e.owner == caller)
+            .filter(|e| session.is_none_or(|s| e.session.id.to_string() == s))
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.started));
+        v
+    }
+}
+
+/// Runs one execution to its end and records it.
+async fn run(
+    exec: Arc<Execution>,
+    req: RunRequest,
+    text_limit: usize,
+    metrics: Arc<GatewayMetrics>,
+) {
+    let session = exec.session.clone();
+    let mut slot = session.kernel.lock().await;
+    exec.state().status = ExecStatus::Running;
+    let options = ExecuteOptions {
+        timeout: req.timeout,
+        cancel: exec.cancel.clone(),
+        store_history: req.store_history,
+    };
+    let result = match session.channel(&mut slot).await {
+        Ok(channel) => channel
+            .execute_with(&req.code, options, |outputs| {
+                exec.state().outputs = outputs.to_vec();
+            })
+            .await
+            .map_err(GatewayError::from),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        // Reconnect on the next run.
+        *slot = None;
+    }
+    // Take the notebook before releasing the kernel, so notebook order is run order and
+    // anyone reading the notebook after this run finished sees it.
+    let notebook = session.notebook.clone().lock_owned().await;
+    let (status, duration) = {
+        let mut st = exec.state();
+        match &result {
+            Ok(done) => {
+                st.outputs = done.outputs.clone();
+                st.execution_count = done.execution_count;
+                st.duration = Some(done.duration);
+                st.status = if done.cancelled {
+                    ExecStatus::Cancelled
+                } else if done.interrupted {
+                    st.failure = Some(format!(
+                        "timed out after {}s; the kernel was interrupted",
+                        req.timeout.as_secs()
+                    ));
+                    ExecStatus::Failed
+                } else if done.status == "ok" {
+                    ExecStatus::Completed
+                } else {
+                    ExecStatus::Failed
+                };
+            }
+            Err(e) => {
+                st.duration = Some(exec.started.elapsed());
+                st.failure = Some(e.to_string());
+                st.status = ExecStatus::Failed;
+            }
+        }
+        (st.status, st.duration.unwrap_or_default())
+    };
+    let outputs = exec.state().outputs.clone();
+    if !matches!(req.placement, Placement::Nowhere) && render::text_size(&outputs) > text_limit {
+        let path = names::output_file(&session.notebook_path, &exec.id);
+        let whole: String = outputs.iter().map(render::full_text).collect();
+        match session.server.put_file(&path, &whole, "text").await {
+            Ok(_) => exec.state().full_output_path = Some(path),
+            Err(e) => {
+                tracing::warn!(execution = %exec.id, error = %e, "cannot save the whole output")
+            }
+        }
+    }
+    metrics.execution(status.as_str(), duration);
+    metrics.running_executions.dec();
+    exec.done.send_replace(true);
+    drop(slot);
+    let execution_count = exec.state().execution_count;
+    let metadata = record::cell_metadata(&exec.id, duration.as_millis(), status.as_str());
+    let change = match req.placement {
+        Placement::Nowhere => None,
+        Placement::Append => Some(Change::Append {
+            source: &req.code,
+            outputs: &outputs,
+            execution_count,
+            metadata,
+        }),
+        Placement::Replace(index) => Some(Change::Replace {
+            index,
+            source: &req.code,
+            outputs: &outputs,
+            execution_count,
+        }),
+    };
+    if let Some(change) = change
+        && let Err(e) = record::apply(&session, change).await
+    {
+        tracing::warn!(session = %session.id, execution = %exec.id, error = %e, "cannot record the cell in the notebook");
+        exec.state().record_error = Some(e.to_string());
+    }
+    drop(notebook);
+}

@@ -1,0 +1,132 @@
+//! HTTP: the MCP endpoint (Streamable HTTP at `/mcp`, bearer tokens verified by
+//! TokenReview) and, on a separate port, `/healthz`, `/readyz` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use super::identity::{AuthError, Authenticator, bearer_token};
+use super::state::GatewayState;
+use super::tools::SlurmlabMcp;
+
+/// Host/Origin checks of the MCP endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct HttpPolicy {
+    /// Accepted `Host` values; empty: any (bearer authentication protects the endpoint).
+    pub allowed_hosts: Vec<String>,
+    /// Accepted browser `Origin`s; empty: requests with an Origin are not checked.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The MCP router: `/mcp`, authenticated.
+pub fn mcp_router(
+    state: Arc<GatewayState>,
+    auth: Arc<Authenticator>,
+    policy: &HttpPolicy,
+    shutdown: CancellationToken,
+) -> Router {
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown)
+        .with_allowed_origins(policy.allowed_origins.clone());
+    config = if policy.allowed_hosts.is_empty() {
+        config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(policy.allowed_hosts.clone())
+    };
+    let service = StreamableHttpService::new(
+        move || Ok(SlurmlabMcp::new(state.clone())),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(auth, authenticate))
+}
+
+/// Refuses requests without a valid bearer token (401 with `WWW-Authenticate`) and puts
+/// the caller into the request for the tools.
+async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = bearer_token(header) else {
+        return unauthorized(
+            "missing bearer token: send `Authorization: Bearer <Kubernetes token>`",
+        );
+    };
+    match auth.review(token).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(AuthError::Rejected(why)) => unauthorized(&format!("invalid token{why}")),
+        Err(e @ AuthError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "token review failed");
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            format!("Bearer realm=\"slurmlab\", error=\"invalid_token\", error_description=\"{message}\""),
+        )],
+        message.to_owned(),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `addr` until `shutdown`; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let server =
+            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "an HTTP server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+pub fn health_router(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn metrics_text(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
+    s.metrics.active_sessions.set(s.live.count() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}

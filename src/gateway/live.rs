@@ -1,0 +1,173 @@
+//! Ready sessions the gateway drives: each one's Jupyter server, its kernel channel (one
+//! execution at a time) and its notebook writer (one writer per session). Access is
+//! checked as the caller before a session is handed out; the Jupyter token is then read
+//! with the gateway's own identity and never leaves this module.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+use super::GatewayError;
+use super::identity::Caller;
+use super::sessions::SessionId;
+use crate::api::{JupyterSession, SessionPhase};
+use crate::controller::TOKEN_KEY;
+use crate::jupyter::{JupyterServer, KernelChannel};
+
+/// How long an access check (a GET as the caller) is trusted.
+const ACCESS_TTL: Duration = Duration::from_secs(5);
+/// Timeout of one Jupyter REST call.
+const REST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One Ready session.
+pub struct LiveSession {
+    pub id: SessionId,
+    uid: String,
+    pub kernel_id: String,
+    pub notebook_path: String,
+    endpoint: String,
+    pub server: JupyterServer,
+    /// The kernel's websocket; `None` until first used or after it failed.
+    pub kernel: tokio::sync::Mutex<Option<KernelChannel>>,
+    /// Held while the notebook is read, changed and written.
+    pub notebook: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LiveSession {
+    /// The kernel channel, connected if needed.
+    pub async fn channel<'a>(
+        &self,
+        slot: &'a mut Option<KernelChannel>,
+    ) -> Result<&'a mut KernelChannel, GatewayError> {
+        if slot.is_none() {
+            *slot = Some(KernelChannel::connect(&self.server, &self.kernel_id).await?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| GatewayError::Failed("kernel channel missing".into()))
+    }
+}
+
+/// Ready sessions by id, and recent access checks by caller.
+pub struct LiveSessions {
+    own: Client,
+    sessions: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
+    checked: Mutex<HashMap<(Caller, SessionId), Instant>>,
+}
+
+impl LiveSessions {
+    pub fn new(own: Client) -> Self {
+        Self {
+            own,
+            sessions: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many Ready sessions the gateway holds.
+    pub fn count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// The Ready session `id`, after checking that `caller` (through `client`) may get it.
+    pub async fn get(
+        &self,
+        client: Client,
+        caller: &Caller,
+        id: &SessionId,
+    ) -> Result<Arc<LiveSession>, GatewayError> {
+        let key = (caller.clone(), id.clone());
+        let fresh = lock(&self.checked)
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < ACCESS_TTL);
+        if fresh && let Some(live) = lock(&self.sessions).get(id) {
+            return Ok(live.clone());
+        }
+        let api: Api<JupyterSession> = Api::namespaced(client, &id.namespace);
+        let session = api
+            .get(&id.name)
+            .await
+            .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
+        let live = self.live(id, &session).await?;
+        let mut checked = lock(&self.checked);
+        checked.retain(|_, at| at.elapsed() < ACCESS_TTL);
+        checked.insert(key, Instant::now());
+        Ok(live)
+    }
+
+    /// Forgets a session (deleted, or its kernel replaced).
+    pub fn forget(&self, id: &SessionId) {
+        lock(&self.sessions).remove(id);
+        lock(&self.checked).retain(|(_, s), _| s != id);
+    }
+
+    async fn live(
+        &self,
+        id: &SessionId,
+        session: &JupyterSession,
+    ) -> Result<Arc<LiveSession>, GatewayError> {
+        let st = session.status.clone().unwrap_or_default();
+        if st.phase != SessionPhase::Ready {
+            self.forget(id);
+            return Err(GatewayError::NotReady(format!(
+                "session {id} is {:?}, not Ready{}",
+                st.phase,
+                st.message.map(|m| format!(": {m}")).unwrap_or_default()
+            )));
+        }
+        let (Some(kernel_id), Some(endpoint), Some(secret)) =
+            (st.kernel_id, st.endpoint, st.token_secret)
+        else {
+            return Err(GatewayError::NotReady(format!(
+                "session {id} is Ready but has no kernel/endpoint yet; retry in a moment"
+            )));
+        };
+        let uid = session.uid().unwrap_or_default();
+        if let Some(live) = lock(&self.sessions).get(id)
+            && live.uid == uid
+            && live.kernel_id == kernel_id
+            && live.endpoint == endpoint
+        {
+            return Ok(live.clone());
+        }
+        let token = self.token(&id.namespace, &secret).await?;
+        let server = JupyterServer::new(format!("http://{endpoint}"), token, REST_TIMEOUT)?;
+        let live = Arc::new(LiveSession {
+            id: id.clone(),
+            uid,
+            kernel_id,
+            notebook_path: st.notebook_path.unwrap_or_default(),
+            endpoint,
+            server,
+            kernel: tokio::sync::Mutex::new(None),
+            notebook: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        lock(&self.sessions).insert(id.clone(), live.clone());
+        Ok(live)
+    }
+
+    /// The Jupyter token, read with the gateway's identity (callers never see it).
+    async fn token(&self, namespace: &str, secret: &str) -> Result<String, GatewayError> {
+        let api: Api<Secret> = Api::namespaced(self.own.clone(), namespace);
+        let s = api.get(secret).await.map_err(|e| {
+            GatewayError::Failed(format!(
+                "cannot read the session's token Secret {namespace}/{secret}: {e} (the gateway's service account needs get on it)"
+            ))
+        })?;
+        s.data
+            .and_then(|d| d.get(TOKEN_KEY).cloned())
+            .and_then(|b| String::from_utf8(b.0).ok())
+            .ok_or_else(|| {
+                GatewayError::Failed(format!(
+                    "Secret {namespace}/{secret} has no key {TOKEN_KEY}"
+                ))
+            })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,217 @@
+//! The MCP gateway (`slurmlab gateway`): agents start sessions on SLURM, execute code,
+//! get text and images back, run long jobs asynchronously, and keep every step in a
+//! notebook — as themselves, under Kubernetes RBAC.
+//!
+//! - [`identity`]: callers (stdio: the kubeconfig user; HTTP: TokenReview'd tokens).
+//! - [`access`]: Kubernetes clients impersonating callers.
+//! - [`sessions`]: allocations and sessions through the API server.
+//! - [`live`]: Ready sessions: Jupyter server, kernel channel, notebook lock.
+//! - [`executions`]: runs, sync or async, recorded in the notebook ([`record`]).
+//! - [`render`]: outputs as MCP content; [`summary`], [`files`], [`workspace`].
+//! - [`tools`]: the MCP tools and resources; [`http`]: transports, auth, health, metrics.
+
+pub mod access;
+mod error;
+pub mod executions;
+pub mod files;
+pub mod http;
+pub mod identity;
+pub mod live;
+pub mod metrics;
+pub mod names;
+pub mod params;
+pub mod record;
+pub mod render;
+pub mod sessions;
+pub mod state;
+pub mod summary;
+pub mod tools;
+pub mod workspace;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use tokio_util::sync::CancellationToken;
+
+pub use error::GatewayError;
+
+use self::access::KubeAccess;
+use self::identity::Authenticator;
+use self::sessions::{ResourceRequest, SessionDefaults};
+use self::state::{GatewayState, Settings};
+use self::tools::SlurmlabMcp;
+
+/// How agents reach the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// MCP over stdin/stdout for a local agent, as the local kubeconfig user.
+    Stdio,
+    /// Streamable HTTP at `/mcp`, bearer tokens verified by TokenReview, callers impersonated.
+    Http,
+}
+
+/// `slurmlab gateway` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// stdio (local agent) or http (shared deployment).
+    #[arg(long, value_enum, default_value = "http", env = "SLURMLAB_TRANSPORT")]
+    pub transport: Transport,
+    /// HTTP: where `/mcp` listens.
+    #[arg(long, default_value = "0.0.0.0:8000", env = "SLURMLAB_LISTEN")]
+    pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics` (HTTP default 0.0.0.0:8081; stdio: off unless set).
+    #[arg(long, env = "SLURMLAB_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// Kubeconfig (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of tool calls that name none.
+    #[arg(long, default_value = "default", env = "SLURMLAB_NAMESPACE")]
+    pub namespace: String,
+    /// The SlurmCluster new allocations use (default: the only one there is).
+    #[arg(long, env = "SLURMLAB_CLUSTER")]
+    pub cluster: Option<String>,
+    /// YAML map of profile name to resources (partition, cpus, memory, gpus, timeLimit, account, qos).
+    #[arg(long, env = "SLURMLAB_PROFILES_FILE")]
+    pub profiles_file: Option<PathBuf>,
+    /// Idle timeout of allocations the gateway creates.
+    #[arg(long, default_value = "30m")]
+    pub allocation_idle_timeout: String,
+    /// How long a session start waits for Ready before it reports where the job stands.
+    #[arg(long, default_value_t = 600)]
+    pub start_timeout_seconds: u64,
+    /// execute_code returns an execution id after this long (per call: `sync_timeout`).
+    #[arg(long, default_value_t = 30)]
+    pub sync_timeout_seconds: u64,
+    /// Runs are interrupted after this long (per call: `timeout`).
+    #[arg(long, default_value_t = 86_400)]
+    pub execution_timeout_seconds: u64,
+    /// Text returned per execution before it is cut (the rest is saved to a file).
+    #[arg(long, default_value_t = 50 * 1024)]
+    pub output_limit_bytes: usize,
+    /// Largest file upload_file accepts.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub upload_limit_bytes: usize,
+    /// HTTP: audiences tokens must be valid for (TokenReview); default: the API server's.
+    #[arg(
+        long = "token-audience",
+        env = "SLURMLAB_TOKEN_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub token_audiences: Vec<String>,
+    /// HTTP: accepted Host headers (default: any when listening beyond loopback, else loopback names).
+    #[arg(long = "allowed-host", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// HTTP: accepted browser Origins (default: not checked).
+    #[arg(long = "allowed-origin", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayRunError {
+    #[error("cannot build a Kubernetes client: {0} (set --kubeconfig or run in a pod)")]
+    Client(String),
+    #[error("cannot read the profiles file {0}: {1}")]
+    Profiles(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("the MCP stdio transport failed: {0}")]
+    Stdio(String),
+}
+
+/// Reads profiles: `{name: {partition: ..., cpus: ...}}`.
+pub fn load_profiles(
+    path: &std::path::Path,
+) -> Result<BTreeMap<String, ResourceRequest>, GatewayRunError> {
+    let show = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| GatewayRunError::Profiles(show.clone(), e.to_string()))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| GatewayRunError::Profiles(show, e.to_string()))
+}
+
+/// Runs the gateway until SIGTERM/Ctrl-C (or, on stdio, until the client leaves).
+pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
+    let config = crate::process::kube_config(args.kubeconfig.as_deref())
+        .await
+        .map_err(GatewayRunError::Client)?;
+    let access = KubeAccess::new(config).map_err(|e| GatewayRunError::Client(e.to_string()))?;
+    let profiles = match &args.profiles_file {
+        Some(p) => load_profiles(p)?,
+        None => BTreeMap::new(),
+    };
+    let settings = Settings {
+        default_namespace: args.namespace.clone(),
+        authenticated: args.transport == Transport::Http,
+        sync_timeout: Duration::from_secs(args.sync_timeout_seconds),
+        execution_timeout: Duration::from_secs(args.execution_timeout_seconds),
+        text_limit: args.output_limit_bytes,
+        upload_limit: args.upload_limit_bytes,
+        profiles: profiles.keys().cloned().collect(),
+    };
+    let defaults = SessionDefaults {
+        cluster: args.cluster.clone(),
+        profiles,
+        allocation_idle_timeout: Some(args.allocation_idle_timeout.clone()),
+        start_timeout: Duration::from_secs(args.start_timeout_seconds),
+    };
+    let auth = Arc::new(Authenticator::new(
+        access.own(),
+        args.token_audiences.clone(),
+    ));
+    let state = Arc::new(GatewayState::new(access, defaults, settings));
+    let shutdown = CancellationToken::new();
+    let health_addr = args.health_addr.or(match args.transport {
+        Transport::Http => Some(SocketAddr::from(([0, 0, 0, 0], 8081))),
+        Transport::Stdio => None,
+    });
+    let mut tasks = vec![];
+    if let Some(addr) = health_addr {
+        let (bound, task) = http::serve(addr, http::health_router(state.clone()), shutdown.clone())
+            .await
+            .map_err(|e| GatewayRunError::Listen(addr, e))?;
+        tracing::info!(addr = %bound, "health and metrics listening");
+        tasks.push(task);
+    }
+    match args.transport {
+        Transport::Stdio => {
+            tracing::info!(namespace = %args.namespace, "MCP gateway on stdio");
+            let service = SlurmlabMcp::new(state)
+                .serve(rmcp::transport::stdio())
+                .await
+                .map_err(|e| GatewayRunError::Stdio(e.to_string()))?;
+            tokio::select! {
+                r = service.waiting() => { r.map_err(|e| GatewayRunError::Stdio(e.to_string()))?; }
+                _ = crate::process::shutdown_signal() => {}
+            }
+        }
+        Transport::Http => {
+            let allowed_hosts = if args.allowed_hosts.is_empty() && args.listen.ip().is_loopback() {
+                vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+            } else {
+                args.allowed_hosts.clone()
+            };
+            let policy = http::HttpPolicy {
+                allowed_hosts,
+                allowed_origins: args.allowed_origins.clone(),
+            };
+            let router = http::mcp_router(state, auth, &policy, shutdown.clone());
+            let (bound, task) = http::serve(args.listen, router, shutdown.clone())
+                .await
+                .map_err(|e| GatewayRunError::Listen(args.listen, e))?;
+            tracing::info!(addr = %bound, namespace = %args.namespace, "MCP gateway listening at /mcp");
+            tasks.push(task);
+            crate::process::shutdown_signal().await;
+            tracing::info!("shutting down");
+        }
+    }
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    Ok(())
+}

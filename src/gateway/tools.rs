@@ -1,0 +1,769 @@
+//! The MCP server: tools and resources over the gateway's state. Every call runs as its
+//! caller; failures come back as tool results with `isError` and a message that says what
+//! to do, so the agent can act on them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use serde_json::{Value, json};
+
+use super::GatewayError;
+use super::executions::{Placement, RunRequest};
+use super::identity::Caller;
+use super::live::LiveSession;
+use super::params::*;
+use super::sessions::{NotebookChoice, SessionId, StartRequest};
+use super::state::GatewayState;
+use super::{record, workspace};
+use crate::jupyter::notebook;
+
+/// The gateway's MCP service (one per connection; the state is shared).
+#[derive(Clone)]
+pub struct SlurmlabMcp {
+    state: Arc<GatewayState>,
+    #[allow(dead_code)] // read by the tool_handler macro
+    tool_router: ToolRouter<Self>,
+}
+
+type ToolResult = Result<CallToolResult, ErrorData>;
+
+impl SlurmlabMcp {
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self {
+            state,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Who is calling: the HTTP layer put an authenticated caller into the request; on
+    /// stdio the caller is the gateway's own kubeconfig user.
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, GatewayError> {
+        let from_http = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Caller>())
+            .cloned();
+        match from_http {
+            Some(c) => Ok(c),
+            None if !self.state.settings.authenticated => Ok(Caller::Local),
+            None => Err(GatewayError::Forbidden("no authenticated caller".into())),
+        }
+    }
+
+    fn namespace(&self, ns: Option<String>) -> Result<String, GatewayError> {
+        let ns = ns
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.state.settings.default_namespace.clone());
+        if super::names::is_dns_label(&ns) {
+            Ok(ns)
+        } else {
+            Err(GatewayError::Invalid(format!(
+                "namespace {ns:?} is not a valid namespace name"
+            )))
+        }
+    }
+
+    /// The Ready session `id` as `caller` may use it.
+    async fn live(&self, caller: &Caller, id: &str) -> Result<Arc<LiveSession>, GatewayError> {
+        let id = SessionId::parse(id, &self.state.settings.default_namespace)?;
+        let client = self.state.access.client_for(caller)?;
+        let live = self.state.live.get(client, caller, &id).await;
+        self.state
+            .metrics
+            .active_sessions
+            .set(self.state.live.count() as i64);
+        live
+    }
+
+    /// Runs a tool body: metrics, a log line, and errors as `isError` results.
+    async fn call<F, Fut>(
+        &self,
+        tool: &'static str,
+        caller: Result<Caller, GatewayError>,
+        body: F,
+    ) -> ToolResult
+    where
+        F: FnOnce(Caller) -> Fut,
+        Fut: Future<Output = Result<CallToolResult, GatewayError>>,
+    {
+        let started = Instant::now();
+        let result = match caller {
+            Ok(caller) => {
+                let name = caller.name().to_owned();
+                let r = body(caller).await;
+                tracing::info!(tool, caller = %name, ok = r.is_ok(), ms = started.elapsed().as_millis() as u64, "tool call");
+                r
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(r) if r.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.state
+            .metrics
+            .tool_call(tool, outcome, started.elapsed());
+        Ok(result
+            .unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.to_string())])))
+    }
+
+    async fn start(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        caller: Caller,
+        req: StartRequest,
+    ) -> Result<CallToolResult, GatewayError> {
+        let client = self.state.access.client_for(&caller)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let token = ctx.meta.get_progress_token();
+        let peer = ctx.peer.clone();
+        let forward = tokio::spawn(async move {
+            let mut step = 0.0;
+            while let Some(message) = rx.recv().await {
+                if let Some(token) = &token {
+                    step += 1.0;
+                    let _ = peer
+                        .notify_progress(
+                            ProgressNotificationParam::new(token.clone(), step)
+                                .with_message(message),
+                        )
+                        .await;
+                }
+            }
+        });
+        let started = tokio::select! {
+            r = self.state.sessions.start(client, &caller, req, tx) => r,
+            _ = ctx.ct.cancelled() => Err(GatewayError::Failed(
+                "cancelled while waiting; what was created stays (see list_sessions)".into(),
+            )),
+        };
+        let _ = forward.await;
+        let started = started?;
+        let mut result = CallToolResult::structured(json!(started));
+        if let Some(restore) = &started.restore
+            && !restore.errors.is_empty()
+        {
+            result.content.push(ContentBlock::text(format!(
+                "restore: {} of {} cells ran; errors: {}",
+                restore.executed,
+                restore.total,
+                restore
+                    .errors
+                    .iter()
+                    .map(|e| format!("cell {}: {}: {}", e.cell, e.ename, e.evalue))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        Ok(result)
+    }
+
+    fn start_request(
+        &self,
+        p: StartFromNotebook,
+        choice: fn(String) -> NotebookChoice,
+    ) -> Result<StartRequest, GatewayError> {
+        crate::jupyter::check_path(&p.notebook_path)?;
+        if !p.notebook_path.ends_with(".ipynb") {
+            return Err(GatewayError::Invalid(format!(
+                "notebook_path {:?} must end in .ipynb",
+                p.notebook_path
+            )));
+        }
+        Ok(StartRequest {
+            experiment_name: p.experiment_name,
+            namespace: self.namespace(p.namespace)?,
+            notebook: choice(p.notebook_path),
+            profile: p.profile,
+            resources: p.resources,
+            wait: p.wait_seconds.map(Duration::from_secs),
+        })
+    }
+
+    fn result_of(&self, exec: &super::executions::Execution) -> CallToolResult {
+        let (mut blocks, is_error) = exec.content(self.state.settings.text_limit);
+        if blocks.is_empty() {
+            blocks.push(ContentBlock::text("(no output)"));
+        }
+        if is_error {
+            CallToolResult::error(blocks)
+        } else {
+            CallToolResult::success(blocks)
+        }
+    }
+}
+
+fn json_result(v: Value) -> CallToolResult {
+    CallToolResult::structured(v)
+}
+
+#[tool_router]
+impl SlurmlabMcp {
+    #[tool(
+        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node."
+    )]
+    async fn start_new_session(
+        &self,
+        Parameters(p): Parameters<StartNewSession>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call(
+            "start_new_session",
+            self.caller(&ctx),
+            |caller| async move {
+                let req = StartRequest {
+                    experiment_name: p.experiment_name,
+                    namespace: self.namespace(p.namespace)?,
+                    notebook: NotebookChoice::New,
+                    profile: p.profile,
+                    resources: p.resources,
+                    wait: p.wait_seconds.map(Duration::from_secs),
+                };
+                self.start(&ctx, caller, req).await
+            },
+        )
+        .await
+    }
+
+    #[tool(
+        description = "Start a session that re-executes an existing notebook to restore its state (variables, imports), then keeps recording into it. Returns the session and any cells that raised while restoring."
+    )]
+    async fn start_session_resume_notebook(
+        &self,
+        Parameters(p): Parameters<StartFromNotebook>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call(
+            "start_session_resume_notebook",
+            self.caller(&ctx),
+            |caller| async move {
+                let req = self.start_request(p, NotebookChoice::Resume)?;
+                self.start(&ctx, caller, req).await
+            },
+        )
+        .await
+    }
+
+    #[tool(
+        description = "Start a session on a copy of an existing notebook (`<name>_continued.ipynb`) with a fresh kernel: nothing is re-executed."
+    )]
+    async fn start_session_continue_notebook(
+        &self,
+        Parameters(p): Parameters<StartFromNotebook>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call(
+            "start_session_continue_notebook",
+            self.caller(&ctx),
+            |caller| async move {
+                let req = self.start_request(p, NotebookChoice::Continue)?;
+                self.start(&ctx, caller, req).await
+            },
+        )
+        .await
+    }
+
+    #[tool(
+        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution."
+    )]
+    async fn execute_code(
+        &self,
+        Parameters(p): Parameters<ExecuteCode>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("execute_code", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let settings = &self.state.settings;
+            let exec = self.state.executions.submit(
+                live,
+                &caller,
+                RunRequest {
+                    code: p.code,
+                    timeout: p.timeout.map(Duration::from_secs).unwrap_or(settings.execution_timeout),
+                    placement: Placement::Append,
+                    store_history: true,
+                },
+            );
+            let sync = p.sync_timeout.map(Duration::from_secs).unwrap_or(settings.sync_timeout);
+            tokio::select! {
+                _ = exec.finished() => Ok(self.result_of(&exec)),
+                _ = tokio::time::sleep(sync) => Ok(json_result(json!({
+                    "status": "pending",
+                    "execution_id": exec.id,
+                    "session_id": exec.session.id.to_string(),
+                    "message": format!("still running after {}s; poll get_execution_status or get_execution_result with this execution_id", sync.as_secs()),
+                }))),
+                _ = ctx.ct.cancelled() => {
+                    exec.cancel();
+                    exec.finished_within(Duration::from_secs(20)).await;
+                    Err(GatewayError::Failed(format!("execution {} cancelled: the kernel was interrupted", exec.id)))
+                }
+            }
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Where a run started by execute_code stands: running/completed/failed/cancelled, elapsed seconds, and the text output so far."
+    )]
+    async fn get_execution_status(
+        &self,
+        Parameters(p): Parameters<ExecutionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call(
+            "get_execution_status",
+            self.caller(&ctx),
+            |caller| async move {
+                let exec = self.state.executions.get(&p.execution_id, &caller)?;
+                Ok(json_result(exec.summary(self.state.settings.text_limit)))
+            },
+        )
+        .await
+    }
+
+    #[tool(
+        description = "The result of a run (the same content execute_code returns). While it is still running this says so; call again later."
+    )]
+    async fn get_execution_result(
+        &self,
+        Parameters(p): Parameters<ExecutionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call(
+            "get_execution_result",
+            self.caller(&ctx),
+            |caller| async move {
+                let exec = self.state.executions.get(&p.execution_id, &caller)?;
+                if exec.status().finished() {
+                    Ok(self.result_of(&exec))
+                } else {
+                    Ok(json_result(exec.summary(self.state.settings.text_limit)))
+                }
+            },
+        )
+        .await
+    }
+
+    #[tool(
+        description = "Cancel a run: interrupts the kernel (KeyboardInterrupt); the session stays usable. The run is recorded in the notebook as it ended."
+    )]
+    async fn cancel_execution(
+        &self,
+        Parameters(p): Parameters<ExecutionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("cancel_execution", self.caller(&ctx), |caller| async move {
+            let exec = self.state.executions.get(&p.execution_id, &caller)?;
+            exec.cancel();
+            if !exec.finished_within(Duration::from_secs(30)).await {
+                return Err(GatewayError::Failed(format!(
+                    "execution {} did not stop within 30s of the interrupt; try restart_kernel",
+                    exec.id
+                )));
+            }
+            Ok(json_result(exec.summary(self.state.settings.text_limit)))
+        })
+        .await
+    }
+
+    #[tool(description = "Your recent runs (newest first), optionally of one session.")]
+    async fn list_executions(
+        &self,
+        Parameters(p): Parameters<ListExecutions>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("list_executions", self.caller(&ctx), |caller| async move {
+            let session = match &p.session_id {
+                Some(s) => {
+                    Some(SessionId::parse(s, &self.state.settings.default_namespace)?.to_string())
+                }
+                None => None,
+            };
+            let runs: Vec<Value> = self
+                .state
+                .executions
+                .list(&caller, session.as_deref())
+                .iter()
+                .map(|e| {
+                    let mut s = e.summary(200);
+                    if let Some(o) = s.as_object_mut() {
+                        o.remove("output_so_far");
+                    }
+                    s
+                })
+                .collect();
+            Ok(json_result(json!({ "executions": runs })))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Replace a notebook cell's code (negative index counts from the end), execute it, and replace its outputs. Returns the new outputs."
+    )]
+    async fn edit_cell(
+        &self,
+        Parameters(p): Parameters<EditCell>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("edit_cell", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            {
+                // Refuse a cell that does not exist before running anything.
+                let _guard = live.notebook.lock().await;
+                let nb = record::load(&live).await?;
+                notebook::resolve_index(&nb, p.cell_index)?;
+            }
+            let exec = self.state.executions.submit(
+                live,
+                &caller,
+                RunRequest {
+                    code: p.code,
+                    timeout: p
+                        .timeout
+                        .map(Duration::from_secs)
+                        .unwrap_or(self.state.settings.execution_timeout),
+                    placement: Placement::Replace(p.cell_index),
+                    store_history: true,
+                },
+            );
+            exec.finished().await;
+            Ok(self.result_of(&exec))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Add a markdown cell at the end of the session's notebook (notes, explanations)."
+    )]
+    async fn add_markdown(
+        &self,
+        Parameters(p): Parameters<AddMarkdown>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("add_markdown", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let _guard = live.notebook.lock().await;
+            let index = record::apply(&live, record::Change::Markdown(&p.markdown)).await?;
+            Ok(json_result(
+                json!({"cell_index": index, "notebook_path": live.notebook_path}),
+            ))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "The session's notebook: every cell with its index, type, source and a summary of its outputs."
+    )]
+    async fn read_notebook(
+        &self,
+        Parameters(p): Parameters<SessionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("read_notebook", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let nb = {
+                let _guard = live.notebook.lock().await;
+                record::load(&live).await?
+            };
+            Ok(json_result(json!({
+                "notebook_path": live.notebook_path,
+                "cells": super::summary::cells(&nb),
+            })))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Interrupt the session's kernel (like Ctrl-C): a running cell raises KeyboardInterrupt."
+    )]
+    async fn interrupt_kernel(
+        &self,
+        Parameters(p): Parameters<SessionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("interrupt_kernel", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            live.server.interrupt(&live.kernel_id).await?;
+            Ok(json_result(json!({"interrupted": live.id.to_string()})))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Restart the session's kernel: all variables are lost; the notebook stays. Running cells are cancelled first."
+    )]
+    async fn restart_kernel(
+        &self,
+        Parameters(p): Parameters<SessionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("restart_kernel", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let id = live.id.to_string();
+            for exec in self.state.executions.running_on(&id) {
+                exec.cancel();
+                exec.finished_within(Duration::from_secs(20)).await;
+            }
+            let mut slot = live.kernel.lock().await;
+            live.server.restart(&live.kernel_id).await?;
+            // A fresh channel for the restarted kernel, once it answers.
+            *slot = None;
+            live.channel(&mut slot)
+                .await?
+                .wait_ready(Duration::from_secs(60))
+                .await?;
+            Ok(json_result(json!({"restarted": id})))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "The user variables in the session's kernel: name, type, shape or length, and a short preview."
+    )]
+    async fn get_workspace(
+        &self,
+        Parameters(p): Parameters<SessionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("get_workspace", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let exec = self.state.executions.submit(
+                live,
+                &caller,
+                RunRequest {
+                    code: workspace::SNIPPET.to_owned(),
+                    timeout: Duration::from_secs(60),
+                    placement: Placement::Nowhere,
+                    store_history: false,
+                },
+            );
+            exec.finished().await;
+            let vars = workspace::parse(&exec.outputs())?;
+            Ok(json_result(json!({ "variables": vars })))
+        })
+        .await
+    }
+
+    #[tool(description = "List files in a directory under the notebook root (default: the root).")]
+    async fn list_files(
+        &self,
+        Parameters(p): Parameters<ListFiles>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("list_files", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let entries = live.server.list(p.path.as_deref().unwrap_or("")).await?;
+            let files: Vec<Value> = entries
+                .iter()
+                .map(|e| json!({"path": e.path, "type": e.kind, "size": e.size, "last_modified": e.last_modified}))
+                .collect();
+            Ok(json_result(json!({ "files": files })))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Read a file under the notebook root: text (page with offset/length) or an image."
+    )]
+    async fn read_file(
+        &self,
+        Parameters(p): Parameters<ReadFile>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("read_file", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id).await?;
+            let model = live.server.get(&p.path, true).await?;
+            let limit = p.length.unwrap_or(self.state.settings.text_limit);
+            super::files::read(&model, p.offset.unwrap_or(0), limit)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Write a file under the notebook root (text, or base64 with encoding=base64); parent directories are created."
+    )]
+    async fn upload_file(
+        &self,
+        Parameters(p): Parameters<UploadFile>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("upload_file", self.caller(&ctx), |caller| async move {
+            let format = super::files::upload_format(
+                p.encoding.as_deref(),
+                &p.content,
+                self.state.settings.upload_limit,
+            )?;
+            let live = self.live(&caller, &p.session_id).await?;
+            let model = live.server.put_file(&p.path, &p.content, format).await?;
+            Ok(json_result(json!({"path": model.path, "size": model.size})))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "End a session: the controller shuts its kernel down; the notebook stays on disk."
+    )]
+    async fn shutdown_session(
+        &self,
+        Parameters(p): Parameters<SessionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("shutdown_session", self.caller(&ctx), |caller| async move {
+            let id = SessionId::parse(&p.session_id, &self.state.settings.default_namespace)?;
+            let client = self.state.access.client_for(&caller)?;
+            self.state.sessions.delete(client, &id).await?;
+            self.state.live.forget(&id);
+            Ok(json_result(json!({"deleted": id.to_string()})))
+        })
+        .await
+    }
+
+    #[tool(description = "Your sessions in a namespace: phase, allocation, node, notebook.")]
+    async fn list_sessions(
+        &self,
+        Parameters(p): Parameters<NamespaceRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("list_sessions", self.caller(&ctx), |caller| async move {
+            let ns = self.namespace(p.namespace)?;
+            let client = self.state.access.client_for(&caller)?;
+            let sessions = self.state.sessions.list_sessions(client, &ns).await?;
+            Ok(json_result(json!({ "sessions": sessions })))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Your allocations (SLURM jobs running Jupyter) in a namespace: phase, job, node, sessions, seconds left."
+    )]
+    async fn list_allocations(
+        &self,
+        Parameters(p): Parameters<NamespaceRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("list_allocations", self.caller(&ctx), |caller| async move {
+            let ns = self.namespace(p.namespace)?;
+            let client = self.state.access.client_for(&caller)?;
+            let allocations = self.state.sessions.list_allocations(client, &ns).await?;
+            Ok(json_result(json!({ "allocations": allocations })))
+        })
+        .await
+    }
+}
+
+/// `slurmlab://status` and one notebook resource per session.
+const STATUS_URI: &str = "slurmlab://status";
+
+fn notebook_uri(id: &SessionId) -> String {
+    format!("slurmlab://sessions/{}/{}/notebook", id.namespace, id.name)
+}
+
+#[tool_handler]
+impl ServerHandler for SlurmlabMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "slurmlab-gateway",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(self.state.settings.instructions())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut resources = vec![
+            Resource::new(STATUS_URI, "status")
+                .with_description("Your sessions and allocations")
+                .with_mime_type("application/json"),
+        ];
+        let caller = self
+            .caller(&ctx)
+            .map_err(|e| ErrorData::invalid_request(e.to_string(), None))?;
+        let ns = self.state.settings.default_namespace.clone();
+        if let Ok(client) = self.state.access.client_for(&caller)
+            && let Ok(sessions) = self.state.sessions.list_sessions(client, &ns).await
+        {
+            for s in sessions {
+                let Some(id) = s["session_id"]
+                    .as_str()
+                    .and_then(|i| SessionId::parse(i, &ns).ok())
+                else {
+                    continue;
+                };
+                resources.push(
+                    Resource::new(notebook_uri(&id), format!("{id} notebook"))
+                        .with_mime_type("application/x-ipynb+json"),
+                );
+            }
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let not_found =
+            |uri: &str| ErrorData::resource_not_found(format!("no resource {uri}"), None);
+        let caller = self
+            .caller(&ctx)
+            .map_err(|e| ErrorData::invalid_request(e.to_string(), None))?;
+        let uri = request.uri.as_str();
+        let text = if uri == STATUS_URI {
+            let ns = self.state.settings.default_namespace.clone();
+            let client = self.state.access.client_for(&caller).map_err(internal)?;
+            let sessions = self
+                .state
+                .sessions
+                .list_sessions(client.clone(), &ns)
+                .await
+                .map_err(internal)?;
+            let allocations = self
+                .state
+                .sessions
+                .list_allocations(client, &ns)
+                .await
+                .map_err(internal)?;
+            json!({"namespace": ns, "sessions": sessions, "allocations": allocations}).to_string()
+        } else if let Some(rest) = uri
+            .strip_prefix("slurmlab://sessions/")
+            .and_then(|r| r.strip_suffix("/notebook"))
+        {
+            let live = self.live(&caller, rest).await.map_err(|_| not_found(uri))?;
+            let _guard = live.notebook.lock().await;
+            record::load(&live)
+                .await
+                .and_then(|nb| notebook::to_json(&nb).map_err(GatewayError::from))
+                .map_err(internal)?
+                .to_string()
+        } else {
+            return Err(not_found(uri));
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri.clone())]).into())
+    }
+}
+
+fn internal(e: GatewayError) -> ErrorData {
+    ErrorData::internal_error(e.to_string(), None)
+}
