@@ -418,7 +418,7 @@ impl<'a> SessionReconcile<'a> {
         stop_on_error: bool,
     ) -> Result<(), JupyterError> {
         let nb = notebook::from_json(&server.get(path, true).await?.content)?;
-        let cells = notebook::code_cells(&nb);
+        let (cells, skipped) = notebook::restorable_cells(&nb);
         let mut progress = RestoreStatus {
             executed: 0,
             total: cells.len() as i32,
@@ -428,7 +428,15 @@ impl<'a> SessionReconcile<'a> {
         self.set(
             SessionPhase::Restoring,
             "Restoring",
-            format!("re-executing {} code cells of {path}", cells.len()),
+            format!(
+                "re-executing {} code cells of {path}{}",
+                cells.len(),
+                if skipped > 0 {
+                    format!(" ({skipped} recorded as cancelled skipped)")
+                } else {
+                    String::new()
+                }
+            ),
         );
         let _ = self.save().await;
         let mut channel = KernelChannel::connect(server, kernel_id).await?;

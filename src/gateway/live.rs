@@ -134,7 +134,7 @@ impl LiveSessions {
             return Ok(live.clone());
         }
         let token = self.token(&id.namespace, &secret).await?;
-        let server = JupyterServer::new(format!("http://{endpoint}"), token, REST_TIMEOUT)?;
+        let server = JupyterServer::new(endpoint.as_str(), token, REST_TIMEOUT)?;
         let live = Arc::new(LiveSession {
             id: id.clone(),
             uid,

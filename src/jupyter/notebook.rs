@@ -141,7 +141,7 @@ pub fn replace_code(
     Ok(i)
 }
 
-/// Every code cell's index and source, in order (what Resume re-executes).
+/// Every code cell's index and source, in order.
 pub fn code_cells(nb: &Notebook) -> Vec<(usize, String)> {
     nb.cells
         .iter()
@@ -153,9 +153,50 @@ pub fn code_cells(nb: &Notebook) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Whether slurmlab recorded the cell as cancelled (interrupted before it finished).
+pub fn was_cancelled(cell: &Cell) -> bool {
+    cell.metadata()
+        .additional
+        .get("slurmlab")
+        .and_then(|m| m.get("status"))
+        .and_then(Value::as_str)
+        == Some("cancelled")
+}
+
+/// The code cells Resume re-executes, and how many it skips: cells recorded as cancelled
+/// never finished, so running them again would only repeat the interruption (or hang).
+pub fn restorable_cells(nb: &Notebook) -> (Vec<(usize, String)>, usize) {
+    let all = code_cells(nb);
+    let total = all.len();
+    let kept: Vec<(usize, String)> = all
+        .into_iter()
+        .filter(|(i, _)| !was_cancelled(&nb.cells[*i]))
+        .collect();
+    let skipped = total - kept.len();
+    (kept, skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancelled_cells_are_not_restored() {
+        let mut nb = new_notebook("python3", "Python 3", "python");
+        append_code(&mut nb, "x = 1", &[], Some(1), serde_json::json!({})).unwrap();
+        append_code(
+            &mut nb,
+            "while True: pass",
+            &[],
+            Some(2),
+            serde_json::json!({"slurmlab": {"status": "cancelled"}}),
+        )
+        .unwrap();
+        append_markdown(&mut nb, "note");
+        let (cells, skipped) = restorable_cells(&nb);
+        assert_eq!(cells, vec![(0, "x = 1".to_owned())]);
+        assert_eq!(skipped, 1);
+    }
 
     #[test]
     fn build_edit_and_round_trip_a_notebook() {

@@ -393,6 +393,7 @@ pub fn job_spec(cluster: &SlurmCluster, name: &str, script: &str) -> slurmlab::s
 }
 
 pub mod controller;
+pub mod gateway;
 
 /// Like [`wait_until`], but returns None on timeout instead of failing.
 pub async fn wait_until_ok<T, F, Fut>(timeout: Duration, check: F) -> Option<T>

@@ -1,0 +1,222 @@
+//! Running the real `slurmlab gateway` binary in a test and talking to it with rmcp's
+//! MCP client, over Streamable HTTP (with a user's bearer token) or stdio.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use super::controller::{Scope, free_port};
+use super::{Env, User};
+
+/// A `slurmlab gateway --transport http` process; killed when dropped.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>/mcp`
+    pub url: String,
+    pub health: String,
+    pub log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway (as the admin identity, standing in for its service account)
+    /// for `scope`'s namespace and cluster, and waits until it answers.
+    pub async fn start(env: &Env, scope: &Scope, extra_args: &[&str]) -> Self {
+        let (port, health_port) = (free_port(), free_port());
+        let log = PathBuf::from(env.get("SLURMLAB_STATE"))
+            .join("test-logs")
+            .join(format!("gateway-{}.log", scope.ns));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_slurmlab"))
+            .arg("gateway")
+            .args(gateway_args(env, scope, User::Admin))
+            .args(["--transport", "http"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(extra_args)
+            .env("RUST_LOG", "info,slurmlab=debug,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("starting slurmlab gateway");
+        let g = Self {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            health: format!("http://127.0.0.1:{health_port}"),
+            log,
+        };
+        let healthz = format!("{}/healthz", g.health);
+        super::wait_until_ok(Duration::from_secs(30), || async {
+            reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success())
+        })
+        .await
+        .unwrap_or_else(|| panic!("the gateway did not start:\n{}", g.log_tail()));
+        g
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.health))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Arguments every test gateway gets: the scope's namespace and cluster, short timeouts.
+fn gateway_args(env: &Env, scope: &Scope, user: User) -> Vec<String> {
+    vec![
+        "--kubeconfig".into(),
+        env.kubeconfig(user).into(),
+        "--namespace".into(),
+        scope.ns.clone(),
+        "--cluster".into(),
+        scope.cluster.clone(),
+        "--start-timeout-seconds".into(),
+        "180".into(),
+    ]
+}
+
+/// A test user's bearer token (from the API server's static token file).
+pub fn user_token(env: &Env, user: &str) -> String {
+    let text = std::fs::read_to_string(env.get("KUBE_TOKENS")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(',');
+            let token = f.next()?;
+            (f.next()? == user).then(|| token.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no token for {user}"))
+}
+
+/// Lets `user` manage sessions and allocations in `ns` (what a platform grants its users).
+pub async fn grant_sessions(admin: &Client, ns: &str, user: &str) {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "slurmlab-user", "namespace": ns},
+        "rules": [{"apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
+                   "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]}]
+    }))
+    .unwrap();
+    let _ = Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("slurmlab-user-{user}"), "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "slurmlab-user"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// An MCP client that keeps every progress message it receives.
+#[derive(Clone, Default)]
+pub struct ProgressLog(pub Arc<Mutex<Vec<String>>>);
+
+impl ClientHandler for ProgressLog {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(m) = params.message {
+            self.0.lock().unwrap().push(m);
+        }
+    }
+}
+
+/// A connected MCP client.
+pub struct Mcp {
+    pub service: RunningService<RoleClient, ProgressLog>,
+    pub progress: ProgressLog,
+}
+
+impl Mcp {
+    /// Connects over Streamable HTTP with `token` (none: no Authorization header).
+    pub async fn http(url: &str, token: Option<&str>) -> Result<Self, String> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+        if let Some(t) = token {
+            config = config.auth_header(t);
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let progress = ProgressLog::default();
+        let service = progress
+            .clone()
+            .serve(transport)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { service, progress })
+    }
+
+    /// Spawns `slurmlab gateway --transport stdio` as `user` and connects to it.
+    pub async fn stdio(env: &Env, scope: &Scope, user: User) -> Self {
+        let args = gateway_args(env, scope, user);
+        let transport = TokioChildProcess::new(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_slurmlab")).configure(|cmd| {
+                cmd.arg("gateway").args(&args).args(["--transport", "stdio"]);
+                cmd.env("RUST_LOG", "warn");
+            }),
+        )
+        .expect("spawning the stdio gateway");
+        let progress = ProgressLog::default();
+        let service = progress.clone().serve(transport).await.expect("MCP handshake over stdio");
+        Self { service, progress }
+    }
+
+    /// Calls a tool; a protocol failure fails the test.
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let args = args.as_object().cloned().unwrap_or_default();
+        self.service
+            .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
+    /// Calls a tool that must succeed; returns its structured result (or its text).
+    pub async fn ok(&self, tool: &str, args: Value) -> Value {
+        let r = self.call(tool, args).await;
+        assert_ne!(r.is_error, Some(true), "{tool} failed: {}", text(&r));
+        r.structured_content
+            .clone()
+            .unwrap_or_else(|| Value::String(text(&r)))
+    }
+}
+
+/// Every text block of a result, joined.
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("")
+}
