@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::controller::{ControllerProcess, Scope, allocation_server, metric_sum};
-use common::gateway::{GatewayProcess, Mcp, grant_sessions, text, user_token};
+use common::gateway::{GatewayProcess, Mcp, grant_sessions, grant_token_secrets, text, user_token};
 use common::{Env, User};
 use kube::api::Api;
 use serde_json::{Value, json};
@@ -315,7 +315,7 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
     let cluster = cluster(&env, "sid");
     let raw = common::RawSlurm::new(&cluster, cluster.newest_version());
     let blocker = raw
-        .submit(&format!("slurmlab-{}-blocker", scope.ns), "#!/bin/bash\nsleep 300\n", &[])
+        .submit(&format!("slurmlab-{}-blocker", scope.ns), "#!/bin/bash\nsleep 300\n", &["PATH=/usr/bin:/bin".into()])
         .await;
     let timed_out = alice
         .call("start_new_session", json!({"experiment_name": "queued", "wait_seconds": 6, "resources": {"cpus": 8}}))
@@ -358,6 +358,8 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
     common::install_crds(&admin).await;
     let scope = Scope::create(&admin, &cluster(&env, "trixie"), "gw-stdio").await;
     grant_sessions(&admin, &scope.ns, "alice").await;
+    // On stdio the gateway is alice: it reads the Jupyter token Secrets as her.
+    grant_token_secrets(&admin, &scope.ns, "alice").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     // As alice, with her kubeconfig: no impersonation, her RBAC applies directly.
     let local = Mcp::stdio(&env, &scope, User::Alice).await;

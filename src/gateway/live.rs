@@ -154,7 +154,7 @@ impl LiveSessions {
         let api: Api<Secret> = Api::namespaced(self.own.clone(), namespace);
         let s = api.get(secret).await.map_err(|e| {
             GatewayError::Failed(format!(
-                "cannot read the session's token Secret {namespace}/{secret}: {e} (the gateway's service account needs get on it)"
+                "cannot read the session's token Secret {namespace}/{secret}: {e} (the gateway's identity needs get on it: its service account, or on stdio your kubeconfig user)"
             ))
         })?;
         s.data

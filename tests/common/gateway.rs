@@ -118,18 +118,33 @@ pub fn user_token(env: &Env, user: &str) -> String {
 
 /// Lets `user` manage sessions and allocations in `ns` (what a platform grants its users).
 pub async fn grant_sessions(admin: &Client, ns: &str, user: &str) {
+    grant(admin, ns, user, "slurmlab-user", json!([{
+        "apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
+        "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]
+    }]))
+    .await;
+}
+
+/// Lets `user` read Secrets in `ns` (a stdio gateway reads Jupyter tokens as its user).
+pub async fn grant_token_secrets(admin: &Client, ns: &str, user: &str) {
+    grant(admin, ns, user, "slurmlab-token-reader", json!([{
+        "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]
+    }]))
+    .await;
+}
+
+async fn grant(admin: &Client, ns: &str, user: &str, role_name: &str, rules: Value) {
     let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "slurmlab-user", "namespace": ns},
-        "rules": [{"apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
-                   "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]}]
+        "metadata": {"name": role_name, "namespace": ns},
+        "rules": rules
     }))
     .unwrap();
     let _ = Api::<Role>::namespaced(admin.clone(), ns)
         .create(&PostParams::default(), &role)
         .await;
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("slurmlab-user-{user}"), "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "slurmlab-user"},
+        "metadata": {"name": format!("{role_name}-{user}"), "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
     }))
     .unwrap();
