@@ -11,6 +11,8 @@ use common::controller::{ControllerProcess, Scope, allocation_server, metric_sum
 use common::gateway::{GatewayProcess, Mcp, grant_sessions, grant_token_secrets, text, user_token};
 use common::{Env, User};
 use kube::api::Api;
+use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
+use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
 use slurmlab::api::{ComputeAllocation, JupyterSession};
 
@@ -367,6 +369,33 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
     let sid = started["session_id"].as_str().unwrap();
     let r = local.call("execute_code", json!({"session_id": sid, "code": "sum(range(10))"})).await;
     assert_eq!(text(&r), "45\n");
+    // MCP cancellation of an in-flight execute_code interrupts the kernel.
+    let args = json!({"session_id": sid, "code": "import time\ntime.sleep(600)"});
+    let handle = local
+        .service
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(
+                CallToolRequestParams::new("execute_code").with_arguments(args.as_object().unwrap().clone()),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    handle.cancel(Some("the agent changed its mind".into())).await.unwrap();
+    let cancelled = common::wait_until_ok(Duration::from_secs(30), || async {
+        let runs = local.ok("list_executions", json!({"session_id": sid})).await;
+        runs["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["status"] == "cancelled")
+            .then_some(())
+    })
+    .await;
+    assert!(cancelled.is_some(), "the run was not cancelled");
+    let r = local.call("execute_code", json!({"session_id": sid, "code": "'still alive'"})).await;
+    assert_eq!(text(&r), "'still alive'\n");
     local.ok("shutdown_session", json!({"session_id": sid})).await;
     local.service.cancel().await.unwrap();
     scope.cleanup(&admin).await;
