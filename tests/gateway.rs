@@ -24,7 +24,11 @@ fn cluster(env: &Env, name: &str) -> common::SlurmCluster {
 }
 
 /// A scope with a controller and a gateway, where alice may use sessions.
-async fn setup(env: &Env, slurm: &str, prefix: &str) -> (kube::Client, Scope, ControllerProcess, GatewayProcess) {
+async fn setup(
+    env: &Env,
+    slurm: &str,
+    prefix: &str,
+) -> (kube::Client, Scope, ControllerProcess, GatewayProcess) {
     let admin = env.client(User::Admin).await;
     common::install_crds(&admin).await;
     let scope = Scope::create(&admin, &cluster(env, slurm), prefix).await;
@@ -36,14 +40,21 @@ async fn setup(env: &Env, slurm: &str, prefix: &str) -> (kube::Client, Scope, Co
 
 /// The notebook as the Jupyter server has it (read with the admin's access).
 async fn notebook_on_server(admin: &kube::Client, ns: &str, session: &str) -> Value {
-    let s = Api::<JupyterSession>::namespaced(admin.clone(), ns).get(session).await.unwrap();
+    let s = Api::<JupyterSession>::namespaced(admin.clone(), ns)
+        .get(session)
+        .await
+        .unwrap();
     let st = s.status.unwrap();
     let alloc = Api::<ComputeAllocation>::namespaced(admin.clone(), ns)
         .get(st.allocation.as_deref().unwrap())
         .await
         .unwrap();
     let server = allocation_server(admin, &alloc).await;
-    server.get(st.notebook_path.as_deref().unwrap(), true).await.unwrap().content
+    server
+        .get(st.notebook_path.as_deref().unwrap(), true)
+        .await
+        .unwrap()
+        .content
 }
 
 fn session_name(id: &str) -> &str {
@@ -54,39 +65,84 @@ fn session_name(id: &str) -> &str {
 async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
     let env = Env::load();
     let (admin, scope, ctl, gw) = setup(&env, "trixie", "gw-flow").await;
-    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice"))).await.unwrap();
+    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        .await
+        .unwrap();
 
     let tools = alice.service.list_all_tools().await.unwrap();
-    for name in ["start_new_session", "execute_code", "get_execution_result", "edit_cell", "read_file", "list_allocations"] {
-        assert!(tools.iter().any(|t| t.name == name), "tool {name} is missing");
+    for name in [
+        "start_new_session",
+        "execute_code",
+        "get_execution_result",
+        "edit_cell",
+        "read_file",
+        "list_allocations",
+    ] {
+        assert!(
+            tools.iter().any(|t| t.name == name),
+            "tool {name} is missing"
+        );
     }
 
-    let started = alice.ok("start_new_session", json!({"experiment_name": "Fit model"})).await;
+    let started = alice
+        .ok("start_new_session", json!({"experiment_name": "Fit model"}))
+        .await;
     let sid = started["session_id"].as_str().unwrap().to_owned();
-    assert!(sid.starts_with(&format!("{}/fit-model-", scope.ns)), "{started}");
+    assert!(
+        sid.starts_with(&format!("{}/fit-model-", scope.ns)),
+        "{started}"
+    );
     assert_eq!(started["notebook_path"], "Fit_model.ipynb");
-    assert!(started["job_id"].as_u64().is_some() && started["node"].is_string(), "{started}");
-    assert!(!alice.progress.0.lock().unwrap().is_empty(), "no progress while the job started");
+    assert!(
+        started["job_id"].as_u64().is_some() && started["node"].is_string(),
+        "{started}"
+    );
+    assert!(
+        !alice.progress.0.lock().unwrap().is_empty(),
+        "no progress while the job started"
+    );
 
-    let hi = alice.call("execute_code", json!({"session_id": sid, "code": "print('hi')"})).await;
+    let hi = alice
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "print('hi')"}),
+        )
+        .await;
     assert_eq!(text(&hi), "hi\n");
-    let two = alice.call("execute_code", json!({"session_id": sid, "code": "x = 41\nx + 1"})).await;
+    let two = alice
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "x = 41\nx + 1"}),
+        )
+        .await;
     assert_eq!(text(&two), "42\n");
     let plot = alice
         .call("execute_code", json!({"session_id": sid, "code":
             "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()"}))
         .await;
     assert_ne!(plot.is_error, Some(true), "{}", text(&plot));
-    let image = plot.content.iter().find_map(|c| c.as_image()).expect("an image block");
+    let image = plot
+        .content
+        .iter()
+        .find_map(|c| c.as_image())
+        .expect("an image block");
     assert_eq!(image.mime_type, "image/png");
-    let png = base64::engine::general_purpose::STANDARD.decode(&image.data).unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(&image.data)
+        .unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let boom = alice
-        .call("execute_code", json!({"session_id": sid, "code": "def f():\n    raise ValueError('bad value')\nf()"}))
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "def f():\n    raise ValueError('bad value')\nf()"}),
+        )
         .await;
     assert_eq!(boom.is_error, Some(true));
     let tb = text(&boom);
-    assert!(tb.starts_with("ValueError: bad value\n") && tb.contains("f()") && !tb.contains('\u{1b}'), "{tb}");
+    assert!(
+        tb.starts_with("ValueError: bad value\n") && tb.contains("f()") && !tb.contains('\u{1b}'),
+        "{tb}"
+    );
 
     // A long run goes async, is polled, and completes.
     let pending = alice
@@ -94,33 +150,55 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         .await;
     assert_eq!(pending["status"], "pending", "{pending}");
     let exec_id = pending["execution_id"].as_str().unwrap().to_owned();
-    let status = alice.ok("get_execution_status", json!({"execution_id": exec_id})).await;
+    let status = alice
+        .ok("get_execution_status", json!({"execution_id": exec_id}))
+        .await;
     assert_eq!(status["status"], "running", "{status}");
     let done = common::wait_until_ok(Duration::from_secs(60), || async {
-        let s = alice.ok("get_execution_status", json!({"execution_id": exec_id})).await;
+        let s = alice
+            .ok("get_execution_status", json!({"execution_id": exec_id}))
+            .await;
         (s["status"] == "completed").then_some(s)
     })
     .await
     .expect("the long run completes");
     assert!(done["elapsed_seconds"].as_f64().unwrap() >= 8.0, "{done}");
-    let result = alice.call("get_execution_result", json!({"execution_id": exec_id})).await;
+    let result = alice
+        .call("get_execution_result", json!({"execution_id": exec_id}))
+        .await;
     assert_eq!(text(&result), "step 0\nstep 1\nstep 2\ndone\n");
 
     // Cancelling a run interrupts the kernel, which stays usable.
     let spin = alice
-        .ok("execute_code", json!({"session_id": sid, "code": "while True:\n    pass", "sync_timeout": 1}))
+        .ok(
+            "execute_code",
+            json!({"session_id": sid, "code": "while True:\n    pass", "sync_timeout": 1}),
+        )
         .await;
     let spin_id = spin["execution_id"].as_str().unwrap().to_owned();
-    let cancelled = alice.ok("cancel_execution", json!({"execution_id": spin_id})).await;
+    let cancelled = alice
+        .ok("cancel_execution", json!({"execution_id": spin_id}))
+        .await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    let after = alice.call("execute_code", json!({"session_id": sid, "code": "x"})).await;
+    let after = alice
+        .call("execute_code", json!({"session_id": sid, "code": "x"}))
+        .await;
     assert_eq!(text(&after), "41\n");
-    let listed = alice.ok("list_executions", json!({"session_id": sid})).await;
-    assert_eq!(listed["executions"].as_array().unwrap().len(), 7, "{listed}");
+    let listed = alice
+        .ok("list_executions", json!({"session_id": sid}))
+        .await;
+    assert_eq!(
+        listed["executions"].as_array().unwrap().len(),
+        7,
+        "{listed}"
+    );
 
     // 5 MB of output: cut for the agent, whole in a file next to the notebook.
     let big = alice
-        .call("execute_code", json!({"session_id": sid, "code": "print('0123456789' * 500_000)"}))
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "print('0123456789' * 500_000)"}),
+        )
         .await;
     let cut = text(&big);
     assert!(cut.len() < 60_000, "{} bytes returned", cut.len());
@@ -131,14 +209,31 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         .to_owned();
     assert!(path.starts_with("Fit_model_outputs/ex-"), "{path}");
     let page = alice
-        .call("read_file", json!({"session_id": sid, "path": path, "offset": 4_999_990, "length": 100}))
+        .call(
+            "read_file",
+            json!({"session_id": sid, "path": path, "offset": 4_999_990, "length": 100}),
+        )
         .await;
-    assert!(text(&page).starts_with("0123456789\n[bytes 4999990..5000001 of 5000001]"), "{}", text(&page));
+    assert!(
+        text(&page).starts_with("0123456789\n[bytes 4999990..5000001 of 5000001]"),
+        "{}",
+        text(&page)
+    );
 
     // Notebook editing and reading.
-    let edited = alice.call("edit_cell", json!({"session_id": sid, "cell_index": 1, "code": "x = 1\nx * 100"})).await;
+    let edited = alice
+        .call(
+            "edit_cell",
+            json!({"session_id": sid, "cell_index": 1, "code": "x = 1\nx * 100"}),
+        )
+        .await;
     assert_eq!(text(&edited), "100\n");
-    alice.ok("add_markdown", json!({"session_id": sid, "markdown": "## Notes\nthe fit converged"})).await;
+    alice
+        .ok(
+            "add_markdown",
+            json!({"session_id": sid, "markdown": "## Notes\nthe fit converged"}),
+        )
+        .await;
     let nb = alice.ok("read_notebook", json!({"session_id": sid})).await;
     let cells = nb["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 9, "{nb:#}");
@@ -147,25 +242,58 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
     assert_eq!(cells[2]["outputs"][0], "[image/png]");
     assert_eq!(cells[3]["outputs"][0], "ValueError: bad value");
     assert_eq!(cells[8]["type"], "markdown");
-    let bad_edit = alice.call("edit_cell", json!({"session_id": sid, "cell_index": 40, "code": "1"})).await;
-    assert!(text(&bad_edit).contains("no cell 40: the notebook has 9 cells"), "{}", text(&bad_edit));
+    let bad_edit = alice
+        .call(
+            "edit_cell",
+            json!({"session_id": sid, "cell_index": 40, "code": "1"}),
+        )
+        .await;
+    assert!(
+        text(&bad_edit).contains("no cell 40: the notebook has 9 cells"),
+        "{}",
+        text(&bad_edit)
+    );
 
     // The workspace lists user variables.
     let ws = alice.ok("get_workspace", json!({"session_id": sid})).await;
     let vars = ws["variables"].as_array().unwrap();
-    let x = vars.iter().find(|v| v["name"] == "x").expect("x in the workspace");
-    assert_eq!((x["type"].as_str(), x["preview"].as_str()), (Some("int"), Some("1")));
+    let x = vars
+        .iter()
+        .find(|v| v["name"] == "x")
+        .expect("x in the workspace");
+    assert_eq!(
+        (x["type"].as_str(), x["preview"].as_str()),
+        (Some("int"), Some("1"))
+    );
 
     // Files round trip, confined to the notebook root.
-    alice.ok("upload_file", json!({"session_id": sid, "path": "data/in.csv", "content": "a,b\n1,2\n"})).await;
-    let files = alice.ok("list_files", json!({"session_id": sid, "path": "data"})).await;
+    alice
+        .ok(
+            "upload_file",
+            json!({"session_id": sid, "path": "data/in.csv", "content": "a,b\n1,2\n"}),
+        )
+        .await;
+    let files = alice
+        .ok("list_files", json!({"session_id": sid, "path": "data"}))
+        .await;
     assert_eq!(files["files"][0]["path"], "data/in.csv");
-    let read = alice.call("read_file", json!({"session_id": sid, "path": "data/in.csv"})).await;
+    let read = alice
+        .call(
+            "read_file",
+            json!({"session_id": sid, "path": "data/in.csv"}),
+        )
+        .await;
     assert_eq!(text(&read), "a,b\n1,2\n");
     for bad in ["../../etc/passwd", "/etc/passwd"] {
-        let r = alice.call("read_file", json!({"session_id": sid, "path": bad})).await;
+        let r = alice
+            .call("read_file", json!({"session_id": sid, "path": bad}))
+            .await;
         assert_eq!(r.is_error, Some(true));
-        assert!(text(&r).contains("outside the notebook root"), "{}", text(&r));
+        assert!(
+            text(&r).contains("outside the notebook root"),
+            "{}",
+            text(&r)
+        );
     }
 
     // The notebook on the Jupyter server holds every executed cell, with outputs.
@@ -175,28 +303,46 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
     assert_eq!(cells[0]["outputs"][0]["text"], "hi\n");
     assert!(cells[2]["outputs"][0]["data"]["image/png"].is_string());
     assert_eq!(cells[3]["outputs"][0]["output_type"], "error");
-    assert_eq!(cells[4]["metadata"]["slurmlab"]["execution_id"], exec_id.as_str());
+    assert_eq!(
+        cells[4]["metadata"]["slurmlab"]["execution_id"],
+        exec_id.as_str()
+    );
     assert_eq!(cells[4]["metadata"]["slurmlab"]["status"], "completed");
     assert_eq!(cells[5]["metadata"]["slurmlab"]["status"], "cancelled");
 
     // Resume re-runs the notebook (the ValueError cell is reported); Continue forks it
     // with a fresh kernel.
     let resumed = alice
-        .call("start_session_resume_notebook", json!({"experiment_name": "fit again", "notebook_path": "Fit_model.ipynb"}))
+        .call(
+            "start_session_resume_notebook",
+            json!({"experiment_name": "fit again", "notebook_path": "Fit_model.ipynb"}),
+        )
         .await;
     assert_ne!(resumed.is_error, Some(true), "{}", text(&resumed));
     let r = resumed.structured_content.clone().unwrap();
     assert_eq!(r["reused_allocation"], true, "{r}");
-    assert!(text(&resumed).contains("ValueError: bad value"), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("ValueError: bad value"),
+        "{}",
+        text(&resumed)
+    );
     let rid = r["session_id"].as_str().unwrap().to_owned();
-    let x_again = alice.call("execute_code", json!({"session_id": rid, "code": "x"})).await;
+    let x_again = alice
+        .call("execute_code", json!({"session_id": rid, "code": "x"}))
+        .await;
     assert_eq!(text(&x_again), "1\n");
     let cont = alice
-        .ok("start_session_continue_notebook", json!({"experiment_name": "fork", "notebook_path": "Fit_model.ipynb"}))
+        .ok(
+            "start_session_continue_notebook",
+            json!({"experiment_name": "fork", "notebook_path": "Fit_model.ipynb"}),
+        )
         .await;
     assert_eq!(cont["notebook_path"], "Fit_model_continued.ipynb");
     let fresh = alice
-        .call("execute_code", json!({"session_id": cont["session_id"], "code": "x"}))
+        .call(
+            "execute_code",
+            json!({"session_id": cont["session_id"], "code": "x"}),
+        )
         .await;
     assert_eq!(fresh.is_error, Some(true));
     assert!(text(&fresh).starts_with("NameError"), "{}", text(&fresh));
@@ -204,16 +350,24 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
     let sessions = alice.ok("list_sessions", json!({})).await;
     assert_eq!(sessions["sessions"].as_array().unwrap().len(), 3);
     let allocs = alice.ok("list_allocations", json!({})).await;
-    assert_eq!(allocs["allocations"][0]["sessions"].as_i64(), Some(3), "{allocs}");
+    assert_eq!(
+        allocs["allocations"][0]["sessions"].as_i64(),
+        Some(3),
+        "{allocs}"
+    );
     assert!(allocs["allocations"][0]["seconds_left"].as_i64().unwrap() > 0);
     let status = alice
         .service
-        .read_resource(rmcp::model::ReadResourceRequestParams::new("slurmlab://status"))
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "slurmlab://status",
+        ))
         .await
         .unwrap();
     assert!(format!("{status:?}").contains(&sid));
 
-    alice.ok("shutdown_session", json!({"session_id": sid})).await;
+    alice
+        .ok("shutdown_session", json!({"session_id": sid}))
+        .await;
     let gone = common::wait_until_ok(Duration::from_secs(60), || async {
         Api::<JupyterSession>::namespaced(admin.clone(), &scope.ns)
             .get_opt(session_name(&sid))
@@ -224,12 +378,27 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
     })
     .await;
     assert!(gone.is_some(), "the session was not deleted");
-    let after = alice.call("execute_code", json!({"session_id": sid, "code": "1"})).await;
+    let after = alice
+        .call("execute_code", json!({"session_id": sid, "code": "1"}))
+        .await;
     assert!(text(&after).contains("not found"), "{}", text(&after));
 
     let metrics = gw.metrics().await;
-    assert!(metric_sum(&metrics, "slurmlab_gateway_tool_calls_total", &["tool=\"execute_code\"", "outcome=\"ok\""]) >= 5.0, "{metrics}");
-    assert!(metric_sum(&metrics, "slurmlab_gateway_execution_duration_seconds_count", &["status=\"cancelled\""]) >= 1.0);
+    assert!(
+        metric_sum(
+            &metrics,
+            "slurmlab_gateway_tool_calls_total",
+            &["tool=\"execute_code\"", "outcome=\"ok\""]
+        ) >= 5.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_sum(
+            &metrics,
+            "slurmlab_gateway_execution_duration_seconds_count",
+            &["status=\"cancelled\""]
+        ) >= 1.0
+    );
     drop(alice);
     scope.cleanup(&admin).await;
     drop(ctl);
@@ -254,23 +423,41 @@ async fn callers_are_authenticated_and_confined_by_rbac() {
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401, "{auth:?}");
-        let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
-        assert!(challenge.starts_with("Bearer realm=\"slurmlab\""), "{challenge}");
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with("Bearer realm=\"slurmlab\""),
+            "{challenge}"
+        );
     }
     assert!(Mcp::http(&gw.url, None).await.is_err());
 
-    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice"))).await.unwrap();
-    let bob = Mcp::http(&gw.url, Some(&user_token(&env, "bob"))).await.unwrap();
-    let started = alice.ok("start_new_session", json!({"experiment_name": "private"})).await;
+    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        .await
+        .unwrap();
+    let bob = Mcp::http(&gw.url, Some(&user_token(&env, "bob")))
+        .await
+        .unwrap();
+    let started = alice
+        .ok("start_new_session", json!({"experiment_name": "private"}))
+        .await;
     let sid = started["session_id"].as_str().unwrap().to_owned();
     let long = alice
-        .ok("execute_code", json!({"session_id": sid, "code": "import time; time.sleep(30)", "sync_timeout": 1}))
+        .ok(
+            "execute_code",
+            json!({"session_id": sid, "code": "import time; time.sleep(30)", "sync_timeout": 1}),
+        )
         .await;
     let exec_id = long["execution_id"].as_str().unwrap().to_owned();
 
     // Bob has no access to alice's namespace: her session and run read as not found.
     for (tool, args) in [
-        ("execute_code", json!({"session_id": sid, "code": "print('pwned')"})),
+        (
+            "execute_code",
+            json!({"session_id": sid, "code": "print('pwned')"}),
+        ),
         ("read_notebook", json!({"session_id": sid})),
         ("get_execution_result", json!({"execution_id": exec_id})),
         ("cancel_execution", json!({"execution_id": exec_id})),
@@ -280,10 +467,17 @@ async fn callers_are_authenticated_and_confined_by_rbac() {
         assert_eq!(r.is_error, Some(true), "{tool}");
         assert!(text(&r).contains("not found"), "{tool}: {}", text(&r));
     }
-    let listing = bob.call("list_sessions", json!({"namespace": scope.ns})).await;
+    let listing = bob
+        .call("list_sessions", json!({"namespace": scope.ns}))
+        .await;
     assert_eq!(listing.is_error, Some(true));
     assert!(text(&listing).contains("not allowed"), "{}", text(&listing));
-    let start = bob.call("start_new_session", json!({"experiment_name": "intrude", "namespace": scope.ns})).await;
+    let start = bob
+        .call(
+            "start_new_session",
+            json!({"experiment_name": "intrude", "namespace": scope.ns}),
+        )
+        .await;
     assert!(text(&start).contains("not allowed"), "{}", text(&start));
     // The Jupyter token never reaches a caller.
     let token = common::controller::allocation_token(
@@ -294,13 +488,20 @@ async fn callers_are_authenticated_and_confined_by_rbac() {
             .unwrap(),
     )
     .await;
-    let nb = alice.call("read_notebook", json!({"session_id": sid})).await;
+    let nb = alice
+        .call("read_notebook", json!({"session_id": sid}))
+        .await;
     assert!(!text(&nb).contains(&token));
     let log = std::fs::read_to_string(&gw.log).unwrap();
-    assert!(!log.contains(&token) && !log.contains(&user_token(&env, "alice")), "a secret in the gateway log");
+    assert!(
+        !log.contains(&token) && !log.contains(&user_token(&env, "alice")),
+        "a secret in the gateway log"
+    );
 
     // Alice's run is unaffected and she can cancel it.
-    let cancelled = alice.ok("cancel_execution", json!({"execution_id": exec_id})).await;
+    let cancelled = alice
+        .ok("cancel_execution", json!({"execution_id": exec_id}))
+        .await;
     assert_eq!(cancelled["status"], "cancelled");
     drop((alice, bob));
     scope.cleanup(&admin).await;
@@ -312,19 +513,31 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
     let env = Env::load();
     // sid: the cluster fewer tests use, so the node frees soon after the blocker ends.
     let (admin, scope, ctl, gw) = setup(&env, "sid", "gw-queue").await;
-    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice"))).await.unwrap();
+    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        .await
+        .unwrap();
     // Take one of the node's 8 CPUs so a job asking for 8 waits for Resources.
     let cluster = cluster(&env, "sid");
     let raw = common::RawSlurm::new(&cluster, cluster.newest_version());
     let blocker = raw
-        .submit(&format!("slurmlab-{}-blocker", scope.ns), "#!/bin/bash\nsleep 300\n", &["PATH=/usr/bin:/bin".into()])
+        .submit(
+            &format!("slurmlab-{}-blocker", scope.ns),
+            "#!/bin/bash\nsleep 300\n",
+            &["PATH=/usr/bin:/bin".into()],
+        )
         .await;
     let timed_out = alice
-        .call("start_new_session", json!({"experiment_name": "queued", "wait_seconds": 6, "resources": {"cpus": 8}}))
+        .call(
+            "start_new_session",
+            json!({"experiment_name": "queued", "wait_seconds": 6, "resources": {"cpus": 8}}),
+        )
         .await;
     assert_eq!(timed_out.is_error, Some(true));
     let why = text(&timed_out);
-    assert!(why.contains("pending: Resources") || why.contains("pending: Priority"), "{why}");
+    assert!(
+        why.contains("pending: Resources") || why.contains("pending: Priority"),
+        "{why}"
+    );
     assert!(why.contains("stay"), "{why}");
     // A second start picks up the queued allocation and reports progress while it waits.
     let waiting = tokio::spawn({
@@ -333,7 +546,10 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
         async move {
             let again = Mcp::http(&url, Some(&token)).await.unwrap();
             let r = again
-                .call("start_new_session", json!({"experiment_name": "queued", "resources": {"cpus": 8}}))
+                .call(
+                    "start_new_session",
+                    json!({"experiment_name": "queued", "resources": {"cpus": 8}}),
+                )
                 .await;
             (r, again.progress.0.lock().unwrap().clone())
         }
@@ -342,12 +558,22 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
     raw.cancel(blocker).await;
     let (r, progress) = waiting.await.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
-    assert_eq!(r.structured_content.as_ref().unwrap()["reused_allocation"], true);
+    assert_eq!(
+        r.structured_content.as_ref().unwrap()["reused_allocation"],
+        true
+    );
     assert!(
-        progress.iter().any(|m| m.contains("pending: Resources") || m.contains("pending: Priority")),
+        progress
+            .iter()
+            .any(|m| m.contains("pending: Resources") || m.contains("pending: Priority")),
         "{progress:?}"
     );
-    assert!(progress.iter().any(|m| m.contains("waiting for Jupyter") || m.contains("starting the kernel")), "{progress:?}");
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.contains("waiting for Jupyter") || m.contains("starting the kernel")),
+        "{progress:?}"
+    );
     drop(alice);
     scope.cleanup(&admin).await;
     drop(ctl);
@@ -365,9 +591,16 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     // As alice, with her kubeconfig: no impersonation, her RBAC applies directly.
     let local = Mcp::stdio(&env, &scope, User::Alice).await;
-    let started = local.ok("start_new_session", json!({"experiment_name": "local"})).await;
+    let started = local
+        .ok("start_new_session", json!({"experiment_name": "local"}))
+        .await;
     let sid = started["session_id"].as_str().unwrap();
-    let r = local.call("execute_code", json!({"session_id": sid, "code": "sum(range(10))"})).await;
+    let r = local
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "sum(range(10))"}),
+        )
+        .await;
     assert_eq!(text(&r), "45\n");
     // MCP cancellation of an in-flight execute_code interrupts the kernel.
     let args = json!({"session_id": sid, "code": "import time\ntime.sleep(600)"});
@@ -375,16 +608,22 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
         .service
         .send_cancellable_request(
             ClientRequest::CallToolRequest(Request::new(
-                CallToolRequestParams::new("execute_code").with_arguments(args.as_object().unwrap().clone()),
+                CallToolRequestParams::new("execute_code")
+                    .with_arguments(args.as_object().unwrap().clone()),
             )),
             PeerRequestOptions::no_options(),
         )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    handle.cancel(Some("the agent changed its mind".into())).await.unwrap();
+    handle
+        .cancel(Some("the agent changed its mind".into()))
+        .await
+        .unwrap();
     let cancelled = common::wait_until_ok(Duration::from_secs(30), || async {
-        let runs = local.ok("list_executions", json!({"session_id": sid})).await;
+        let runs = local
+            .ok("list_executions", json!({"session_id": sid}))
+            .await;
         runs["executions"]
             .as_array()
             .unwrap()
@@ -394,9 +633,16 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
     })
     .await;
     assert!(cancelled.is_some(), "the run was not cancelled");
-    let r = local.call("execute_code", json!({"session_id": sid, "code": "'still alive'"})).await;
+    let r = local
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "'still alive'"}),
+        )
+        .await;
     assert_eq!(text(&r), "'still alive'\n");
-    local.ok("shutdown_session", json!({"session_id": sid})).await;
+    local
+        .ok("shutdown_session", json!({"session_id": sid}))
+        .await;
     local.service.cancel().await.unwrap();
     scope.cleanup(&admin).await;
     drop(ctl);

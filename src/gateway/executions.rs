@@ -314,9 +314,6 @@ async fn run(
         // Reconnect on the next run.
         *slot = None;
     }
-    // Take the notebook before releasing the kernel, so notebook order is run order and
-    // anyone reading the notebook after this run finished sees it.
-    let notebook = session.notebook.clone().lock_owned().await;
     let (status, duration) = {
         let mut st = exec.state();
         match &result {
@@ -359,30 +356,31 @@ async fn run(
     }
     metrics.execution(status.as_str(), duration);
     metrics.running_executions.dec();
-    exec.done.send_replace(true);
-    drop(slot);
+    // Queue the cell before the run reads as finished and before the kernel is released,
+    // so the notebook's order is the run order and a later read sees this cell.
     let execution_count = exec.state().execution_count;
     let metadata = record::cell_metadata(&exec.id, duration.as_millis(), status.as_str());
-    let change = match req.placement {
+    let queued = match req.placement {
         Placement::Nowhere => None,
-        Placement::Append => Some(Change::Append {
-            source: &req.code,
-            outputs: &outputs,
+        Placement::Append => Some(session.notebook.submit(Change::Append {
+            source: req.code,
+            outputs,
             execution_count,
             metadata,
-        }),
-        Placement::Replace(index) => Some(Change::Replace {
+        })),
+        Placement::Replace(index) => Some(session.notebook.submit(Change::Replace {
             index,
-            source: &req.code,
-            outputs: &outputs,
+            source: req.code,
+            outputs,
             execution_count,
-        }),
+        })),
     };
-    if let Some(change) = change
-        && let Err(e) = record::apply(&session, change).await
+    exec.done.send_replace(true);
+    drop(slot);
+    if let Some(queued) = queued
+        && let Err(e) = record::answer(queued).await
     {
         tracing::warn!(session = %session.id, execution = %exec.id, error = %e, "cannot record the cell in the notebook");
         exec.state().record_error = Some(e.to_string());
     }
-    drop(notebook);
 }

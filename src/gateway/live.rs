@@ -1,5 +1,5 @@
 //! Ready sessions the gateway drives: each one's Jupyter server, its kernel channel (one
-//! execution at a time) and its notebook writer (one writer per session). Access is
+//! execution at a time) and its notebook writer (one per session). Access is
 //! checked as the caller before a session is handed out; the Jupyter token is then read
 //! with the gateway's own identity and never leaves this module.
 
@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 
 use super::GatewayError;
 use super::identity::Caller;
+use super::record::Recorder;
 use super::sessions::SessionId;
 use crate::api::{JupyterSession, SessionPhase};
 use crate::controller::TOKEN_KEY;
@@ -33,8 +34,8 @@ pub struct LiveSession {
     pub server: JupyterServer,
     /// The kernel's websocket; `None` until first used or after it failed.
     pub kernel: tokio::sync::Mutex<Option<KernelChannel>>,
-    /// Held while the notebook is read, changed and written.
-    pub notebook: Arc<tokio::sync::Mutex<()>>,
+    /// The notebook's one writer.
+    pub notebook: Recorder,
 }
 
 impl LiveSession {
@@ -135,15 +136,16 @@ impl LiveSessions {
         }
         let token = self.token(&id.namespace, &secret).await?;
         let server = JupyterServer::new(endpoint.as_str(), token, REST_TIMEOUT)?;
+        let notebook_path = st.notebook_path.unwrap_or_default();
         let live = Arc::new(LiveSession {
             id: id.clone(),
             uid,
             kernel_id,
-            notebook_path: st.notebook_path.unwrap_or_default(),
+            notebook_path: notebook_path.clone(),
             endpoint,
+            notebook: Recorder::spawn(server.clone(), notebook_path),
             server,
             kernel: tokio::sync::Mutex::new(None),
-            notebook: Arc::new(tokio::sync::Mutex::new(())),
         });
         lock(&self.sessions).insert(id.clone(), live.clone());
         Ok(live)

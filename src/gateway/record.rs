@@ -1,31 +1,36 @@
 //! Writing a session's notebook: every executed cell (source, outputs, execution count,
 //! and `slurmlab` metadata with the execution id and duration) goes in, so the notebook
-//! is the durable record of what the agent did. Callers hold the session's notebook lock.
+//! is the durable record of what the agent did.
+//!
+//! One writer task per session applies changes in the order they were queued. Changes
+//! queued while a write is in flight are applied together in the next one (read, change,
+//! write once), so a burst of quick cells costs the Jupyter server one save, not one each.
 
+use nbformat::v4::Notebook;
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
 
 use super::GatewayError;
-use super::live::LiveSession;
-use crate::jupyter::{JupyterError, Output, notebook};
+use crate::jupyter::{JupyterError, JupyterServer, Output, notebook};
 
 /// One change to a notebook.
-pub enum Change<'a> {
+pub enum Change {
     /// A new code cell at the end.
     Append {
-        source: &'a str,
-        outputs: &'a [Output],
+        source: String,
+        outputs: Vec<Output>,
         execution_count: Option<u64>,
         metadata: Value,
     },
     /// A cell re-run with new code (negative indices count from the end).
     Replace {
         index: i64,
-        source: &'a str,
-        outputs: &'a [Output],
+        source: String,
+        outputs: Vec<Output>,
         execution_count: Option<u64>,
     },
     /// A markdown cell at the end.
-    Markdown(&'a str),
+    Markdown(String),
 }
 
 /// The cell metadata slurmlab adds to executed cells.
@@ -33,37 +38,142 @@ pub fn cell_metadata(execution_id: &str, duration_ms: u128, status: &str) -> Val
     json!({"slurmlab": {"execution_id": execution_id, "duration_ms": duration_ms, "status": status}})
 }
 
-/// Reads the notebook (a new one when it was removed).
-pub async fn load(live: &LiveSession) -> Result<nbformat::v4::Notebook, GatewayError> {
-    match live.server.get(&live.notebook_path, true).await {
-        Ok(model) => Ok(notebook::from_json(&model.content)?),
-        Err(JupyterError::NotFound { .. }) => {
-            Ok(notebook::new_notebook("python3", "Python 3", "python"))
-        }
-        Err(e) => Err(e.into()),
+type Reply<T> = oneshot::Sender<Result<T, GatewayError>>;
+
+enum Message {
+    Change(Change, Reply<usize>),
+    Read(Reply<Notebook>),
+}
+
+/// The handle of a session's notebook writer; the task ends when the handle is dropped.
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl Recorder {
+    /// Starts the writer of `path` on `server`.
+    pub fn spawn(server: JupyterServer, path: String) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(server, path, rx));
+        Self { tx }
+    }
+
+    /// Queues `change` now; the answer (the cell's index) comes once it is written.
+    pub fn submit(&self, change: Change) -> oneshot::Receiver<Result<usize, GatewayError>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Message::Change(change, reply));
+        rx
+    }
+
+    /// Applies `change` and waits until it is written.
+    pub async fn apply(&self, change: Change) -> Result<usize, GatewayError> {
+        answer(self.submit(change)).await
+    }
+
+    /// The notebook with every change queued before this call.
+    pub async fn read(&self) -> Result<Notebook, GatewayError> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Message::Read(reply));
+        answer(rx).await
     }
 }
 
-/// Applies `change` and writes the notebook; returns the cell's index.
-pub async fn apply(live: &LiveSession, change: Change<'_>) -> Result<usize, GatewayError> {
-    let mut nb = load(live).await?;
-    let index = match change {
+/// The result a writer sent back.
+pub async fn answer<T>(rx: oneshot::Receiver<Result<T, GatewayError>>) -> Result<T, GatewayError> {
+    rx.await
+        .unwrap_or_else(|_| Err(GatewayError::Failed("the notebook writer stopped".into())))
+}
+
+async fn write_loop(server: JupyterServer, path: String, mut rx: mpsc::UnboundedReceiver<Message>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut nb = match load(&server, &path).await {
+            Ok(nb) => nb,
+            Err(e) => {
+                let msg = e.to_string();
+                for m in batch {
+                    fail(m, &msg);
+                }
+                continue;
+            }
+        };
+        let mut written: Vec<(Reply<usize>, Result<usize, GatewayError>)> = vec![];
+        let mut changed = false;
+        for m in batch {
+            match m {
+                Message::Change(change, reply) => {
+                    let r = apply(&mut nb, change);
+                    changed |= r.is_ok();
+                    written.push((reply, r));
+                }
+                Message::Read(reply) => {
+                    let _ = reply.send(Ok(nb.clone()));
+                }
+            }
+        }
+        let saved = if changed {
+            match notebook::to_json(&nb) {
+                Ok(json) => server.put_notebook(&path, &json).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &saved {
+            tracing::warn!(notebook = %path, error = %e, "cannot write the notebook");
+        }
+        for (reply, r) in written {
+            let r = match (&saved, r) {
+                (Ok(()), r) => r,
+                (Err(e), _) => Err(GatewayError::Failed(format!(
+                    "writing the notebook failed: {e}"
+                ))),
+            };
+            let _ = reply.send(r);
+        }
+    }
+}
+
+fn fail(m: Message, why: &str) {
+    let err = || GatewayError::Failed(format!("reading the notebook failed: {why}"));
+    match m {
+        Message::Change(_, reply) => {
+            let _ = reply.send(Err(err()));
+        }
+        Message::Read(reply) => {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}
+
+/// Reads the notebook (a new one when it was removed).
+async fn load(server: &JupyterServer, path: &str) -> Result<Notebook, JupyterError> {
+    match server.get(path, true).await {
+        Ok(model) => notebook::from_json(&model.content),
+        Err(JupyterError::NotFound { .. }) => {
+            Ok(notebook::new_notebook("python3", "Python 3", "python"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn apply(nb: &mut Notebook, change: Change) -> Result<usize, GatewayError> {
+    Ok(match change {
         Change::Append {
             source,
             outputs,
             execution_count,
             metadata,
-        } => notebook::append_code(&mut nb, source, outputs, execution_count, metadata)?,
+        } => notebook::append_code(nb, &source, &outputs, execution_count, metadata)?,
         Change::Replace {
             index,
             source,
             outputs,
             execution_count,
-        } => notebook::replace_code(&mut nb, index, source, outputs, execution_count)?,
-        Change::Markdown(text) => notebook::append_markdown(&mut nb, text),
-    };
-    live.server
-        .put_notebook(&live.notebook_path, &notebook::to_json(&nb)?)
-        .await?;
-    Ok(index)
+        } => notebook::replace_code(nb, index, &source, &outputs, execution_count)?,
+        Change::Markdown(text) => notebook::append_markdown(nb, &text),
+    })
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -362,15 +364,24 @@ impl Sessions {
         wait: Duration,
         progress: UnboundedSender<String>,
     ) -> Result<StartedSession, GatewayError> {
-        const POLL: Duration = Duration::from_millis(250);
+        // Session changes arrive through a watch (no polling delay on the way to Ready);
+        // the allocation, whose queue state is the news while SLURM holds the job, is
+        // re-read at least every second.
+        const ALLOCATION_REFRESH: Duration = Duration::from_secs(1);
         const HEARTBEAT: Duration = Duration::from_secs(10);
         let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
         let mut last: Option<(String, Instant)> = None;
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", id.name));
+        let mut events = watcher(sessions.clone(), config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        let mut session = sessions
+            .get(&id.name)
+            .await
+            .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
         loop {
-            let session = sessions
-                .get(&id.name)
-                .await
-                .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
             let status = session.status.clone().unwrap_or_default();
             let alloc_name = status
                 .allocation
@@ -418,7 +429,21 @@ impl Sessions {
                     wait.as_secs()
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(s)) => session = s,
+                    // A watch that cannot run (e.g. no watch permission) degrades to reads.
+                    Some(Err(_)) | None => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        session = sessions
+                            .get(&id.name)
+                            .await
+                            .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
+                    }
+                },
+                _ = tokio::time::sleep(ALLOCATION_REFRESH) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 

@@ -421,8 +421,7 @@ impl SlurmlabMcp {
             let live = self.live(&caller, &p.session_id).await?;
             {
                 // Refuse a cell that does not exist before running anything.
-                let _guard = live.notebook.lock().await;
-                let nb = record::load(&live).await?;
+                let nb = live.notebook.read().await?;
                 notebook::resolve_index(&nb, p.cell_index)?;
             }
             let exec = self.state.executions.submit(
@@ -454,8 +453,10 @@ impl SlurmlabMcp {
     ) -> ToolResult {
         self.call("add_markdown", self.caller(&ctx), |caller| async move {
             let live = self.live(&caller, &p.session_id).await?;
-            let _guard = live.notebook.lock().await;
-            let index = record::apply(&live, record::Change::Markdown(&p.markdown)).await?;
+            let index = live
+                .notebook
+                .apply(record::Change::Markdown(p.markdown))
+                .await?;
             Ok(json_result(
                 json!({"cell_index": index, "notebook_path": live.notebook_path}),
             ))
@@ -473,10 +474,7 @@ impl SlurmlabMcp {
     ) -> ToolResult {
         self.call("read_notebook", self.caller(&ctx), |caller| async move {
             let live = self.live(&caller, &p.session_id).await?;
-            let nb = {
-                let _guard = live.notebook.lock().await;
-                record::load(&live).await?
-            };
+            let nb = live.notebook.read().await?;
             Ok(json_result(json!({
                 "notebook_path": live.notebook_path,
                 "cells": super::summary::cells(&nb),
@@ -751,8 +749,8 @@ impl ServerHandler for SlurmlabMcp {
             .and_then(|r| r.strip_suffix("/notebook"))
         {
             let live = self.live(&caller, rest).await.map_err(|_| not_found(uri))?;
-            let _guard = live.notebook.lock().await;
-            record::load(&live)
+            live.notebook
+                .read()
                 .await
                 .and_then(|nb| notebook::to_json(&nb).map_err(GatewayError::from))
                 .map_err(internal)?

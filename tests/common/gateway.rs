@@ -58,7 +58,10 @@ impl GatewayProcess {
         };
         let healthz = format!("{}/healthz", g.health);
         super::wait_until_ok(Duration::from_secs(30), || async {
-            reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success())
+            reqwest::get(&healthz)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
         })
         .await
         .unwrap_or_else(|| panic!("the gateway did not start:\n{}", g.log_tail()));
@@ -118,18 +121,30 @@ pub fn user_token(env: &Env, user: &str) -> String {
 
 /// Lets `user` manage sessions and allocations in `ns` (what a platform grants its users).
 pub async fn grant_sessions(admin: &Client, ns: &str, user: &str) {
-    grant(admin, ns, user, "slurmlab-user", json!([{
-        "apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
-        "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]
-    }]))
+    grant(
+        admin,
+        ns,
+        user,
+        "slurmlab-user",
+        json!([{
+            "apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
+            "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]
+        }]),
+    )
     .await;
 }
 
 /// Lets `user` read Secrets in `ns` (a stdio gateway reads Jupyter tokens as its user).
 pub async fn grant_token_secrets(admin: &Client, ns: &str, user: &str) {
-    grant(admin, ns, user, "slurmlab-token-reader", json!([{
-        "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]
-    }]))
+    grant(
+        admin,
+        ns,
+        user,
+        "slurmlab-token-reader",
+        json!([{
+            "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]
+        }]),
+    )
     .await;
 }
 
@@ -198,13 +213,19 @@ impl Mcp {
         let args = gateway_args(env, scope, user);
         let transport = TokioChildProcess::new(
             tokio::process::Command::new(env!("CARGO_BIN_EXE_slurmlab")).configure(|cmd| {
-                cmd.arg("gateway").args(&args).args(["--transport", "stdio"]);
+                cmd.arg("gateway")
+                    .args(&args)
+                    .args(["--transport", "stdio"]);
                 cmd.env("RUST_LOG", "warn");
             }),
         )
         .expect("spawning the stdio gateway");
         let progress = ProgressLog::default();
-        let service = progress.clone().serve(transport).await.expect("MCP handshake over stdio");
+        let service = progress
+            .clone()
+            .serve(transport)
+            .await
+            .expect("MCP handshake over stdio");
         Self { service, progress }
     }
 

@@ -1,0 +1,209 @@
+//! `make bench` (gateway part), against the real local environment. In one run, on the
+//! same kernel of the same Jupyter server, each figure next to its floor:
+//!
+//! 1. `execute_code("1+1")` through the gateway, over Streamable HTTP and over stdio, vs
+//!    an `execute_request` sent directly on the kernel's websocket (stdio drives a second
+//!    session's kernel on the same server: each notebook has one writing gateway).
+//! 2. The same for a matplotlib figure (a PNG comes back).
+//! 3. `start_new_session` on a warm (Ready) allocation vs starting a kernel directly and
+//!    getting its first reply.
+//!
+//! Calls alternate between the paths so each sees the same machine load. The goal is a
+//! gateway overhead within 2 ms or 10% of the floor, whichever is larger; the figures are
+//! printed, not asserted.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::controller::{ControllerProcess, Scope, allocation_server};
+use common::gateway::{GatewayProcess, Mcp, grant_sessions, grant_token_secrets, text, user_token};
+use common::{Env, User};
+use kube::api::Api;
+use serde_json::json;
+use slurmlab::api::{ComputeAllocation, JupyterSession};
+use slurmlab::jupyter::KernelChannel;
+
+const CALLS: usize = 200;
+const FIGURES: usize = 30;
+const STARTS: usize = 5;
+const FIGURE: &str = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()";
+
+#[tokio::main]
+async fn main() {
+    let env = Env::load();
+    let admin = env.client(User::Admin).await;
+    common::install_crds(&admin).await;
+    let slurm = env
+        .slurm_clusters()
+        .into_iter()
+        .find(|c| c.name == "trixie")
+        .expect("the 24.11 cluster");
+    let scope = Scope::create(&admin, &slurm, "bench-gateway").await;
+    grant_sessions(&admin, &scope.ns, "alice").await;
+    grant_token_secrets(&admin, &scope.ns, "alice").await;
+    let _ctl = ControllerProcess::start(&env, &scope, &[]);
+    let gw = GatewayProcess::start(&env, &scope, &[]).await;
+    let http = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        .await
+        .unwrap();
+    let stdio = Mcp::stdio(&env, &scope, User::Alice).await;
+
+    let started = http
+        .ok("start_new_session", json!({"experiment_name": "bench"}))
+        .await;
+    let sid = started["session_id"].as_str().unwrap().to_owned();
+    // stdio gets its own session on the same server: a notebook has one writer (gateway).
+    let stdio_started = http
+        .ok(
+            "start_new_session",
+            json!({"experiment_name": "bench stdio"}),
+        )
+        .await;
+    assert_eq!(stdio_started["allocation"], started["allocation"]);
+    let stdio_sid = stdio_started["session_id"].as_str().unwrap().to_owned();
+    let name = sid.split_once('/').unwrap().1.to_owned();
+    let session = Api::<JupyterSession>::namespaced(admin.clone(), &scope.ns)
+        .get(&name)
+        .await
+        .unwrap();
+    let st = session.status.unwrap();
+    let alloc = Api::<ComputeAllocation>::namespaced(admin.clone(), &scope.ns)
+        .get(st.allocation.as_deref().unwrap())
+        .await
+        .unwrap();
+    let server = allocation_server(&admin, &alloc).await;
+    let mut direct = KernelChannel::connect(&server, st.kernel_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    println!(
+        "gateway bench: Slurm {}, one session's kernel",
+        slurm.slurm_version
+    );
+
+    // Warm every path (connections, imports) before timing.
+    for _ in 0..5 {
+        direct
+            .execute("1+1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        exec(&http, &sid, "1+1").await;
+        exec(&stdio, &stdio_sid, "1+1").await;
+    }
+    exec(&http, &sid, FIGURE).await;
+    exec(&stdio, &stdio_sid, FIGURE).await;
+
+    for (label, code, n) in [
+        ("execute_code(\"1+1\")", "1+1", CALLS),
+        ("matplotlib figure", FIGURE, FIGURES),
+    ] {
+        let (mut floor, mut over_http, mut over_stdio) = (vec![], vec![], vec![]);
+        for _ in 0..n {
+            let t = Instant::now();
+            let e = direct.execute(code, Duration::from_secs(60)).await.unwrap();
+            floor.push(t.elapsed());
+            assert_eq!(e.status, "ok");
+            let t = Instant::now();
+            exec(&http, &sid, code).await;
+            over_http.push(t.elapsed());
+            let t = Instant::now();
+            exec(&stdio, &stdio_sid, code).await;
+            over_stdio.push(t.elapsed());
+        }
+        let f = median(&mut floor);
+        println!("\n{label}, median of {n} (p90 in brackets):");
+        println!(
+            "  direct kernel websocket (floor): {:8.2} ms [{:.2}]",
+            ms(f),
+            ms(p90(&floor))
+        );
+        for (path, v) in [
+            ("gateway, Streamable HTTP", &mut over_http),
+            ("gateway, stdio", &mut over_stdio),
+        ] {
+            let m = median(v);
+            println!(
+                "  {path:<31} {:8.2} ms [{:.2}]  ratio {:.2}x  overhead {:+.2} ms",
+                ms(m),
+                ms(p90(v)),
+                ms(m) / ms(f),
+                ms(m) - ms(f)
+            );
+        }
+        println!("  goal: overhead within {:.2} ms", (ms(f) * 0.1).max(2.0));
+    }
+
+    // Session start on the warm allocation vs kernel start + first reply.
+    let (mut floor, mut ours) = (vec![], vec![]);
+    for _ in 0..STARTS {
+        let t = Instant::now();
+        let kernel = server.start_kernel("python3").await.unwrap();
+        let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
+        channel
+            .execute("1+1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        floor.push(t.elapsed());
+        server.shutdown(&kernel.id).await.unwrap();
+        let t = Instant::now();
+        let s = http
+            .ok(
+                "start_new_session",
+                json!({"experiment_name": "bench start"}),
+            )
+            .await;
+        ours.push(t.elapsed());
+        assert_eq!(s["reused_allocation"], true, "{s}");
+        let id = s["session_id"].as_str().unwrap().to_owned();
+        http.ok("shutdown_session", json!({"session_id": id})).await;
+        let api = Api::<JupyterSession>::namespaced(admin.clone(), &scope.ns);
+        let short = id.split_once('/').unwrap().1.to_owned();
+        common::wait_until_ok(Duration::from_secs(60), || async {
+            api.get_opt(&short).await.unwrap().is_none().then_some(())
+        })
+        .await
+        .expect("the session is deleted");
+    }
+    let (f, o) = (median(&mut floor), median(&mut ours));
+    println!("\nstart_new_session on a Ready allocation, median of {STARTS}:");
+    println!("  kernel start + first reply (floor): {:8.1} ms", ms(f));
+    println!(
+        "  start_new_session (HTTP):           {:8.1} ms  ratio {:.2}x",
+        ms(o),
+        ms(o) / ms(f)
+    );
+
+    let metrics = gw.metrics().await;
+    let calls = common::controller::metric_sum(
+        &metrics,
+        "slurmlab_gateway_tool_calls_total",
+        &["execute_code"],
+    );
+    println!("\ngateway metrics: {calls} execute_code calls recorded");
+    drop(stdio);
+    drop(http);
+    scope.cleanup(&admin).await;
+}
+
+async fn exec(mcp: &Mcp, sid: &str, code: &str) {
+    let r = mcp
+        .call("execute_code", json!({"session_id": sid, "code": code}))
+        .await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+}
+
+fn median(v: &mut [std::time::Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn p90(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s[(s.len() * 9 / 10).min(s.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
