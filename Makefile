@@ -10,7 +10,7 @@ CARGO_TARGET_DIR ?= $(SLURMLAB_CACHE)/target
 TEST_THREADS ?= 4
 export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR
 
-.PHONY: all build test test-unit test-integration bench lint crds up down demo clean-cache
+.PHONY: all build test test-unit test-integration bench lint crds docs deploy release up down demo clean-cache
 
 all: build
 
@@ -50,9 +50,24 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
 	cargo run --locked --quiet -- crds --output-dir crds
+	cargo run --locked --quiet -- crds --output-dir charts/slurmlab/crds
+	rm -f charts/slurmlab/crds/kustomization.yaml
+
+## release: the binary the container image ships (same command as the Containerfile).
+release:
+	cargo build --release --locked --bin slurmlab
+
+## docs: regenerate docs/reference (CRD fields, MCP tools) from the code.
+docs:
+	mkdir -p docs/reference
+	cargo run --locked --quiet -- docs --output-dir docs/reference
+
+## deploy: re-render deploy/base/slurmlab.yaml from the Helm chart.
+deploy:
+	"$$(hack/host-tools.sh)/python" hack/chart.py deploy
 
 ## demo: bring the environment up, install the CRDs and the examples, show them.
 demo:

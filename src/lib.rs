@@ -7,6 +7,7 @@
 //! - [`jupyter`]: Jupyter server access.
 //! - [`gateway`]: the MCP gateway behind `slurmlab gateway`.
 //! - [`process`]: what every long-running role needs (kubeconfig, shutdown signal).
+//! - [`reference`]: reference docs generated from the code.
 
 pub mod api;
 pub mod cli;
@@ -14,5 +15,6 @@ pub mod controller;
 pub mod gateway;
 pub mod jupyter;
 pub mod process;
+pub mod reference;
 pub mod slurm;
 pub mod tls;

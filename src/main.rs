@@ -28,6 +28,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
+    /// Write the generated reference docs (CRD fields, MCP tools) into a directory.
+    Docs {
+        /// Where to write `crds.md` and `mcp-tools.md`.
+        #[arg(long, value_name = "DIR", default_value = "docs/reference")]
+        output_dir: PathBuf,
+    },
     /// Print the version.
     Version,
 }
@@ -47,6 +53,14 @@ fn main() -> ExitCode {
         }),
         Command::Crds { output_dir } => {
             slurmlab::cli::crds(output_dir.as_deref()).map_err(|e| e.to_string())
+        }
+        Command::Docs { output_dir } => {
+            slurmlab::reference::pages()
+                .into_iter()
+                .try_for_each(|(name, text)| {
+                    let path = output_dir.join(&name);
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+                })
         }
         Command::Version => {
             println!("slurmlab {}", env!("CARGO_PKG_VERSION"));

@@ -534,8 +534,9 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
         .await;
     assert_eq!(timed_out.is_error, Some(true));
     let why = text(&timed_out);
+    // Where the job stands: pending (with SLURM's reason once the poller has seen it).
     assert!(
-        why.contains("pending: Resources") || why.contains("pending: Priority"),
+        why.contains("is not Ready after 6s: job ") && why.contains(" pending"),
         "{why}"
     );
     assert!(why.contains("stay"), "{why}");

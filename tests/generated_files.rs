@@ -38,3 +38,38 @@ fn crds_directory_is_current() {
         "crds/ holds files no CRD generates: remove them"
     );
 }
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/slurmlab/crds");
+    let crds = slurmlab::api::all_crds();
+    for crd in &crds {
+        let name = slurmlab::api::crd_file_name(crd);
+        let want = slurmlab::api::crd_yaml(crd).expect("CRD renders");
+        let have = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+        assert!(
+            have == want,
+            "charts/slurmlab/crds/{name} is stale: run `make crds` and commit the result"
+        );
+    }
+    let present = std::fs::read_dir(&dir)
+        .expect("the chart has crds/")
+        .count();
+    assert_eq!(
+        present,
+        crds.len(),
+        "charts/slurmlab/crds holds files no CRD generates"
+    );
+}
+
+#[test]
+fn reference_docs_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference");
+    for (name, want) in slurmlab::reference::pages() {
+        let have = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/reference/{name} is stale: run `make docs` and commit the result"
+        );
+    }
+}

@@ -29,12 +29,16 @@ pub struct StartFromNotebook {
     pub experiment_name: String,
     /// The notebook to start from, relative to the notebook root (e.g. `fit.ipynb`).
     pub notebook_path: String,
+    /// A resource profile defined by the gateway's admin (see the server instructions).
     #[serde(default)]
     pub profile: Option<String>,
+    /// Resources for a new allocation (override the profile).
     #[serde(default)]
     pub resources: Option<ResourceRequest>,
+    /// Kubernetes namespace; defaults to the gateway's default namespace.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// How long to wait for the session to be Ready (default: the gateway's start timeout).
     #[serde(default)]
     pub wait_seconds: Option<u64>,
 }
@@ -75,17 +79,20 @@ pub struct SessionRef {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct EditCell {
+    /// The session (`namespace/name`, as start_new_session returned it).
     pub session_id: String,
     /// The cell to replace; negative counts from the end (-1 is the last cell).
     pub cell_index: i64,
     /// The new code; it is executed and its outputs replace the cell's.
     pub code: String,
+    /// Interrupt the run after this many seconds (default: the gateway's execution timeout).
     #[serde(default)]
     pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct AddMarkdown {
+    /// The session (`namespace/name`, as start_new_session returned it).
     pub session_id: String,
     /// Markdown text for a new cell at the end of the notebook.
     pub markdown: String,
@@ -93,6 +100,7 @@ pub struct AddMarkdown {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListFiles {
+    /// The session (`namespace/name`, as start_new_session returned it).
     pub session_id: String,
     /// A directory relative to the notebook root (default: the root).
     #[serde(default)]
@@ -101,6 +109,7 @@ pub struct ListFiles {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ReadFile {
+    /// The session (`namespace/name`, as start_new_session returned it).
     pub session_id: String,
     /// A file relative to the notebook root.
     pub path: String,
@@ -114,6 +123,7 @@ pub struct ReadFile {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct UploadFile {
+    /// The session (`namespace/name`, as start_new_session returned it).
     pub session_id: String,
     /// Where to write, relative to the notebook root (parent directories are created).
     pub path: String,

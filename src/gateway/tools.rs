@@ -38,6 +38,11 @@ pub struct SlurmlabMcp {
 type ToolResult = Result<CallToolResult, ErrorData>;
 
 impl SlurmlabMcp {
+    /// Every tool the gateway serves (names, descriptions, input schemas).
+    pub fn tool_list() -> Vec<rmcp::model::Tool> {
+        Self::tool_router().list_all()
+    }
+
     pub fn new(state: Arc<GatewayState>) -> Self {
         Self {
             state,

@@ -158,6 +158,23 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Starts the controller scoped to `scope`, with extra environment variables.
     pub fn start(env: &Env, scope: &Scope, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_as(
+            env,
+            scope,
+            env.kubeconfig(super::User::Admin),
+            (&scope.ns, "controller"),
+            extra_env,
+        )
+    }
+
+    /// Starts the controller with another identity (`kubeconfig`) and leader Lease.
+    pub fn start_as(
+        env: &Env,
+        scope: &Scope,
+        kubeconfig: &str,
+        (lease_ns, lease_name): (&str, &str),
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log_dir = PathBuf::from(env.get("SLURMLAB_STATE")).join("test-logs");
@@ -170,14 +187,14 @@ impl ControllerProcess {
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_slurmlab"));
         cmd.arg("controller")
-            .args(["--kubeconfig", env.kubeconfig(super::User::Admin)])
+            .args(["--kubeconfig", kubeconfig])
             .args(["--metrics-addr", &metrics_addr])
             .args(["--watch-namespace", &scope.ns])
             .args([
                 "--cluster-selector",
                 &format!("slurmlab.io/test={}", scope.id),
             ])
-            .args(["--lease-namespace", &scope.ns, "--lease-name", "controller"])
+            .args(["--lease-namespace", lease_ns, "--lease-name", lease_name])
             .args([
                 "--cancel-wait-seconds",
                 "30",

@@ -32,6 +32,11 @@ impl GatewayProcess {
     /// Starts the gateway (as the admin identity, standing in for its service account)
     /// for `scope`'s namespace and cluster, and waits until it answers.
     pub async fn start(env: &Env, scope: &Scope, extra_args: &[&str]) -> Self {
+        Self::start_as(env, scope, env.kubeconfig(User::Admin), extra_args).await
+    }
+
+    /// Starts the gateway with another identity (e.g. the chart's service account).
+    pub async fn start_as(env: &Env, scope: &Scope, kubeconfig: &str, extra_args: &[&str]) -> Self {
         let (port, health_port) = (free_port(), free_port());
         let log = PathBuf::from(env.get("SLURMLAB_STATE"))
             .join("test-logs")
@@ -40,7 +45,7 @@ impl GatewayProcess {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_slurmlab"))
             .arg("gateway")
-            .args(gateway_args(env, scope, User::Admin))
+            .args(gateway_args(scope, kubeconfig))
             .args(["--transport", "http"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
@@ -94,10 +99,10 @@ impl Drop for GatewayProcess {
 }
 
 /// Arguments every test gateway gets: the scope's namespace and cluster, short timeouts.
-fn gateway_args(env: &Env, scope: &Scope, user: User) -> Vec<String> {
+fn gateway_args(scope: &Scope, kubeconfig: &str) -> Vec<String> {
     vec![
         "--kubeconfig".into(),
-        env.kubeconfig(user).into(),
+        kubeconfig.into(),
         "--namespace".into(),
         scope.ns.clone(),
         "--cluster".into(),
@@ -210,7 +215,7 @@ impl Mcp {
 
     /// Spawns `slurmlab gateway --transport stdio` as `user` and connects to it.
     pub async fn stdio(env: &Env, scope: &Scope, user: User) -> Self {
-        let args = gateway_args(env, scope, user);
+        let args = gateway_args(scope, env.kubeconfig(user));
         let transport = TokioChildProcess::new(
             tokio::process::Command::new(env!("CARGO_BIN_EXE_slurmlab")).configure(|cmd| {
                 cmd.arg("gateway")
