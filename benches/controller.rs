@@ -10,6 +10,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench::{median, ms};
+
 use std::time::{Duration, Instant};
 
 use common::controller::{ControllerProcess, Scope, metric_sum};
@@ -25,11 +27,7 @@ async fn main() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = env
-        .slurm_clusters()
-        .into_iter()
-        .find(|c| c.name == "sid")
-        .expect("the 26.05 cluster");
+    let slurm = env.slurm_cluster("sid");
     println!(
         "controller bench: Slurm {} ({}), Jupyter in batch jobs on one node",
         slurm.slurm_version, slurm.url
@@ -186,13 +184,4 @@ async fn running_at(raw: &RawSlurm, id: u64) -> Instant {
             .then(Instant::now)
     })
     .await
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

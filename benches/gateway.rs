@@ -15,6 +15,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench::{median, ms, p90};
+
 use std::time::{Duration, Instant};
 
 use common::controller::{ControllerProcess, Scope, allocation_server};
@@ -35,11 +37,7 @@ async fn main() {
     let env = Env::load();
     let admin = env.client(User::Admin).await;
     common::install_crds(&admin).await;
-    let slurm = env
-        .slurm_clusters()
-        .into_iter()
-        .find(|c| c.name == "trixie")
-        .expect("the 24.11 cluster");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&admin, &slurm, "bench-gateway").await;
     grant_sessions(&admin, &scope.ns, "alice").await;
     grant_token_secrets(&admin, &scope.ns, "alice").await;
@@ -137,15 +135,7 @@ async fn main() {
     // Session start on the warm allocation vs kernel start + first reply.
     let (mut floor, mut ours) = (vec![], vec![]);
     for _ in 0..STARTS {
-        let t = Instant::now();
-        let kernel = server.start_kernel("python3").await.unwrap();
-        let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
-        channel
-            .execute("1+1", Duration::from_secs(60))
-            .await
-            .unwrap();
-        floor.push(t.elapsed());
-        server.shutdown(&kernel.id).await.unwrap();
+        floor.push(common::bench::kernel_start_floor(&server).await);
         let t = Instant::now();
         let s = http
             .ok(
@@ -191,19 +181,4 @@ async fn exec(mcp: &Mcp, sid: &str, code: &str) {
         .call("execute_code", json!({"session_id": sid, "code": code}))
         .await;
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
-}
-
-fn median(v: &mut [std::time::Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn p90(v: &[Duration]) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    s[(s.len() * 9 / 10).min(s.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -9,6 +9,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::bench::{median, ms};
+
 use std::time::{Duration, Instant};
 
 use common::controller::{ControllerProcess, Scope};
@@ -26,11 +28,7 @@ async fn main() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = env
-        .slurm_clusters()
-        .into_iter()
-        .find(|c| c.name == "trixie")
-        .expect("the 24.11 cluster");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "bench-session").await;
     let _ctl = ControllerProcess::start(&env, &scope, &[]);
     scope
@@ -60,15 +58,7 @@ async fn main() {
     // 1. Session start vs kernel start + first reply.
     let (mut floor, mut ours) = (vec![], vec![]);
     for run in 0..RUNS {
-        let t = Instant::now();
-        let kernel = server.start_kernel("python3").await.unwrap();
-        let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
-        channel
-            .execute("1+1", Duration::from_secs(60))
-            .await
-            .unwrap();
-        floor.push(t.elapsed());
-        server.shutdown(&kernel.id).await.unwrap();
+        floor.push(common::bench::kernel_start_floor(&server).await);
         let name = format!("s{run}");
         ours.push(time_session(&sessions, &scope.ns, &name, json!({"allocationRef": "box"})).await);
         sessions
@@ -167,13 +157,4 @@ async fn time_session(
     .await
     .expect("the session becomes Ready");
     t.elapsed()
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

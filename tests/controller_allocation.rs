@@ -18,13 +18,6 @@ use slurmlab::slurm::{BaseState, SlurmApi};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn cluster_named(env: &Env, name: &str) -> common::SlurmCluster {
-    env.slurm_clusters()
-        .into_iter()
-        .find(|c| c.name == name)
-        .expect("cluster in the environment")
-}
-
 /// Waits until the allocation satisfies `check`; fails with its status and the log.
 async fn wait_alloc(
     client: &Client,
@@ -69,7 +62,7 @@ async fn cluster_reachability_follows_its_secret() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let scope = Scope::create(&client, &cluster_named(&env, "trixie"), "ctl-cluster").await;
+    let scope = Scope::create(&client, &env.slurm_cluster("trixie"), "ctl-cluster").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let clusters: Api<SlurmCluster> = Api::all(client.clone());
     let reachable = |want: &'static str| {
@@ -143,7 +136,7 @@ async fn allocations_become_ready_and_deletion_cancels_the_job() {
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
     for name in ["trixie", "sid"] {
-        let slurm = cluster_named(&env, name);
+        let slurm = env.slurm_cluster(name);
         let scope = Scope::create(&client, &slurm, &format!("ctl-ready-{name}")).await;
         let ctl = ControllerProcess::start(&env, &scope, &[]);
         scope
@@ -241,7 +234,7 @@ async fn out_of_band_cancel_fails_and_on_failure_resubmits() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "sid");
+    let slurm = env.slurm_cluster("sid");
     let scope = Scope::create(&client, &slurm, "ctl-scancel").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     scope.allocation(&client, "never", json!({"cpus": 1})).await;
@@ -289,7 +282,7 @@ async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled()
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "trixie");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "ctl-crash").await;
     let mut crashing =
         ControllerProcess::start(&env, &scope, &[("SLURMLAB_CRASH_AT", "after-submit")]);
@@ -380,7 +373,7 @@ async fn invalid_requests_are_refused_before_anything_is_submitted() {
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
     for name in ["trixie", "sid"] {
-        let slurm = cluster_named(&env, name);
+        let slurm = env.slurm_cluster(name);
         let scope = Scope::create(&client, &slurm, &format!("ctl-invalid-{name}")).await;
         let ctl = ControllerProcess::start(&env, &scope, &[]);
         scope
@@ -439,7 +432,7 @@ async fn a_full_node_queues_with_slurms_reason_then_runs() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "sid");
+    let slurm = env.slurm_cluster("sid");
     let scope = Scope::create(&client, &slurm, "ctl-queue").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     scope.allocation(&client, "big", json!({"cpus": 6})).await;
@@ -499,7 +492,7 @@ async fn an_idle_allocation_is_cancelled_after_its_idle_timeout() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "trixie");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "ctl-idle").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     scope
@@ -538,7 +531,7 @@ async fn a_second_replica_waits_for_the_lease_and_takes_over() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "trixie");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "ctl-leader").await;
     let mut first = ControllerProcess::start(&env, &scope, &[]);
     let clusters: Api<SlurmCluster> = Api::all(client.clone());
@@ -594,7 +587,7 @@ async fn twenty_allocations_poll_with_two_requests_per_round() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "trixie");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "ctl-twenty").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     for i in 0..20 {
@@ -668,7 +661,7 @@ async fn a_slurmrestd_outage_keeps_the_last_state_and_recovers() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster_named(&env, "sid");
+    let slurm = env.slurm_cluster("sid");
     let scope = Scope::create(&client, &slurm, "ctl-outage").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     scope

@@ -17,13 +17,6 @@ use slurmlab::slurm::{BaseState, SlurmApi};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn cluster(env: &Env, name: &str) -> common::SlurmCluster {
-    env.slurm_clusters()
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap()
-}
-
 async fn create_session(client: &Client, scope: &Scope, name: &str, spec: serde_json::Value) {
     let obj: JupyterSession = serde_json::from_value(json!({
         "apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession",
@@ -99,7 +92,7 @@ async fn new_sessions_get_kernels_and_notebooks_within_capacity() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let scope = Scope::create(&client, &cluster(&env, "trixie"), "sess-new").await;
+    let scope = Scope::create(&client, &env.slurm_cluster("trixie"), "sess-new").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = ready_allocation(
         &client,
@@ -213,7 +206,7 @@ async fn resume_restores_state_and_continue_forks_with_a_fresh_kernel() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let scope = Scope::create(&client, &cluster(&env, "sid"), "sess-resume").await;
+    let scope = Scope::create(&client, &env.slurm_cluster("sid"), "sess-resume").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
     let server = common::controller::allocation_server(&client, &alloc).await;
@@ -320,7 +313,7 @@ async fn a_template_session_owns_its_allocation_and_takes_it_along() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster(&env, "trixie");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "sess-template").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     create_session(
@@ -379,7 +372,7 @@ async fn idle_kernels_are_culled_and_ended_allocations_lose_their_sessions() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster(&env, "sid");
+    let slurm = env.slurm_cluster("sid");
     let scope = Scope::create(&client, &slurm, "sess-idle").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
@@ -442,7 +435,7 @@ async fn a_restarted_allocation_gets_its_sessions_restored_by_replay() {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
-    let slurm = cluster(&env, "trixie");
+    let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "sess-restart").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = ready_allocation(

@@ -16,13 +16,6 @@ use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
 use slurmlab::api::{ComputeAllocation, JupyterSession};
 
-fn cluster(env: &Env, name: &str) -> common::SlurmCluster {
-    env.slurm_clusters()
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap()
-}
-
 /// A scope with a controller and a gateway, where alice may use sessions.
 async fn setup(
     env: &Env,
@@ -31,7 +24,7 @@ async fn setup(
 ) -> (kube::Client, Scope, ControllerProcess, GatewayProcess) {
     let admin = env.client(User::Admin).await;
     common::install_crds(&admin).await;
-    let scope = Scope::create(&admin, &cluster(env, slurm), prefix).await;
+    let scope = Scope::create(&admin, &env.slurm_cluster(slurm), prefix).await;
     grant_sessions(&admin, &scope.ns, "alice").await;
     let ctl = ControllerProcess::start(env, &scope, &[]);
     let gw = GatewayProcess::start(env, &scope, &["--sync-timeout-seconds", "20"]).await;
@@ -517,7 +510,7 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
         .await
         .unwrap();
     // Take one of the node's 8 CPUs so a job asking for 8 waits for Resources.
-    let cluster = cluster(&env, "sid");
+    let cluster = env.slurm_cluster("sid");
     let raw = common::RawSlurm::new(&cluster, cluster.newest_version());
     let blocker = raw
         .submit(
@@ -585,7 +578,7 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
     let env = Env::load();
     let admin = env.client(User::Admin).await;
     common::install_crds(&admin).await;
-    let scope = Scope::create(&admin, &cluster(&env, "trixie"), "gw-stdio").await;
+    let scope = Scope::create(&admin, &env.slurm_cluster("trixie"), "gw-stdio").await;
     grant_sessions(&admin, &scope.ns, "alice").await;
     // On stdio the gateway is alice: it reads the Jupyter token Secrets as her.
     grant_token_secrets(&admin, &scope.ns, "alice").await;

@@ -2,25 +2,31 @@
 
 use std::path::Path;
 
+/// Fails unless `rel` (from the repository root) holds exactly `want`.
+fn assert_current(rel: &str, want: &str, how: &str) {
+    let have = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+        .unwrap_or_default();
+    assert!(
+        have == want,
+        "{rel} is stale: run `{how}` and commit the result"
+    );
+}
+
 #[test]
 fn crds_directory_is_current() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let crds = slurmlab::api::all_crds();
     let mut expected: Vec<String> = crds.iter().map(slurmlab::api::crd_file_name).collect();
     expected.push("kustomization.yaml".into());
-    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap_or_default();
-    assert!(
-        kustomization == slurmlab::api::crds_kustomization(&crds),
-        "crds/kustomization.yaml is stale: run `make crds` and commit the result"
+    assert_current(
+        "crds/kustomization.yaml",
+        &slurmlab::api::crds_kustomization(&crds),
+        "make crds",
     );
     for crd in &crds {
         let name = slurmlab::api::crd_file_name(crd);
         let want = slurmlab::api::crd_yaml(crd).expect("CRD renders");
-        let have = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
-        assert!(
-            have == want,
-            "crds/{name} is stale: run `make crds` and commit the result"
-        );
+        assert_current(&format!("crds/{name}"), &want, "make crds");
     }
     let mut present: Vec<String> = std::fs::read_dir(&dir)
         .expect("crds/ exists")
@@ -46,11 +52,7 @@ fn the_charts_crds_are_the_generated_ones() {
     for crd in &crds {
         let name = slurmlab::api::crd_file_name(crd);
         let want = slurmlab::api::crd_yaml(crd).expect("CRD renders");
-        let have = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
-        assert!(
-            have == want,
-            "charts/slurmlab/crds/{name} is stale: run `make crds` and commit the result"
-        );
+        assert_current(&format!("charts/slurmlab/crds/{name}"), &want, "make crds");
     }
     let present = std::fs::read_dir(&dir)
         .expect("the chart has crds/")
@@ -64,12 +66,7 @@ fn the_charts_crds_are_the_generated_ones() {
 
 #[test]
 fn reference_docs_are_current() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference");
     for (name, want) in slurmlab::reference::pages() {
-        let have = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
-        assert!(
-            have == want,
-            "docs/reference/{name} is stale: run `make docs` and commit the result"
-        );
+        assert_current(&format!("docs/reference/{name}"), &want, "make docs");
     }
 }

@@ -5,10 +5,9 @@ use serde::Deserialize;
 
 use super::sessions::ResourceRequest;
 
+/// What every session start may say besides its notebook.
 #[derive(Debug, Deserialize, JsonSchema)]
-pub struct StartNewSession {
-    /// A name for the experiment; it names the session and its notebook.
-    pub experiment_name: String,
+pub struct StartOptions {
     /// A resource profile defined by the gateway's admin (see the server instructions).
     #[serde(default)]
     pub profile: Option<String>,
@@ -24,23 +23,21 @@ pub struct StartNewSession {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct StartNewSession {
+    /// A name for the experiment; it names the session and its notebook.
+    pub experiment_name: String,
+    #[serde(flatten)]
+    pub options: StartOptions,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct StartFromNotebook {
     /// A name for the experiment.
     pub experiment_name: String,
     /// The notebook to start from, relative to the notebook root (e.g. `fit.ipynb`).
     pub notebook_path: String,
-    /// A resource profile defined by the gateway's admin (see the server instructions).
-    #[serde(default)]
-    pub profile: Option<String>,
-    /// Resources for a new allocation (override the profile).
-    #[serde(default)]
-    pub resources: Option<ResourceRequest>,
-    /// Kubernetes namespace; defaults to the gateway's default namespace.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// How long to wait for the session to be Ready (default: the gateway's start timeout).
-    #[serde(default)]
-    pub wait_seconds: Option<u64>,
+    #[serde(flatten)]
+    pub options: StartOptions,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

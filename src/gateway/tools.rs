@@ -176,6 +176,23 @@ impl SlurmlabMcp {
 
     fn start_request(
         &self,
+        experiment_name: String,
+        notebook: NotebookChoice,
+        o: StartOptions,
+    ) -> Result<StartRequest, GatewayError> {
+        Ok(StartRequest {
+            experiment_name,
+            namespace: self.namespace(o.namespace)?,
+            notebook,
+            profile: o.profile,
+            resources: o.resources,
+            wait: o.wait_seconds.map(Duration::from_secs),
+        })
+    }
+
+    /// Resume/Continue: the notebook must be a `.ipynb` under the notebook root.
+    fn notebook_start_request(
+        &self,
         p: StartFromNotebook,
         choice: fn(String) -> NotebookChoice,
     ) -> Result<StartRequest, GatewayError> {
@@ -186,14 +203,7 @@ impl SlurmlabMcp {
                 p.notebook_path
             )));
         }
-        Ok(StartRequest {
-            experiment_name: p.experiment_name,
-            namespace: self.namespace(p.namespace)?,
-            notebook: choice(p.notebook_path),
-            profile: p.profile,
-            resources: p.resources,
-            wait: p.wait_seconds.map(Duration::from_secs),
-        })
+        self.start_request(p.experiment_name, choice(p.notebook_path), p.options)
     }
 
     fn result_of(&self, exec: &super::executions::Execution) -> CallToolResult {
@@ -227,14 +237,7 @@ impl SlurmlabMcp {
             "start_new_session",
             self.caller(&ctx),
             |caller| async move {
-                let req = StartRequest {
-                    experiment_name: p.experiment_name,
-                    namespace: self.namespace(p.namespace)?,
-                    notebook: NotebookChoice::New,
-                    profile: p.profile,
-                    resources: p.resources,
-                    wait: p.wait_seconds.map(Duration::from_secs),
-                };
+                let req = self.start_request(p.experiment_name, NotebookChoice::New, p.options)?;
                 self.start(&ctx, caller, req).await
             },
         )
@@ -253,7 +256,7 @@ impl SlurmlabMcp {
             "start_session_resume_notebook",
             self.caller(&ctx),
             |caller| async move {
-                let req = self.start_request(p, NotebookChoice::Resume)?;
+                let req = self.notebook_start_request(p, NotebookChoice::Resume)?;
                 self.start(&ctx, caller, req).await
             },
         )
@@ -272,7 +275,7 @@ impl SlurmlabMcp {
             "start_session_continue_notebook",
             self.caller(&ctx),
             |caller| async move {
-                let req = self.start_request(p, NotebookChoice::Continue)?;
+                let req = self.notebook_start_request(p, NotebookChoice::Continue)?;
                 self.start(&ctx, caller, req).await
             },
         )

@@ -261,19 +261,12 @@ impl ControllerProcess {
 
     /// The controller's /metrics text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::http_text(&format!("http://{}/metrics", self.metrics_addr)).await
     }
 
     /// The controller's log so far (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        super::log_tail(&self.log)
     }
 }
 

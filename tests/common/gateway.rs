@@ -74,18 +74,11 @@ impl GatewayProcess {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.health))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::http_text(&format!("{}/metrics", self.health)).await
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        super::log_tail(&self.log)
     }
 }
 

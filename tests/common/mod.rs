@@ -107,6 +107,14 @@ impl Env {
         )
     }
 
+    /// One SLURM cluster by name (`trixie` or `sid`).
+    pub fn slurm_cluster(&self, name: &str) -> SlurmCluster {
+        self.slurm_clusters()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no SLURM cluster {name} in the environment"))
+    }
+
     /// The SLURM clusters of the environment (trixie: Slurm 24.11, sid: Slurm 26.05).
     pub fn slurm_clusters(&self) -> Vec<SlurmCluster> {
         self.get("SLURM_CLUSTERS")
@@ -392,6 +400,7 @@ pub fn job_spec(cluster: &SlurmCluster, name: &str, script: &str) -> slurmlab::s
     }
 }
 
+pub mod bench;
 pub mod controller;
 pub mod gateway;
 
@@ -496,4 +505,21 @@ exec "$JUPYTER_VENV/bin/jupyter-server" --no-browser --ip=127.0.0.1 --port="$POR
             .wait_state(self.job_id, "CANCELLED", Duration::from_secs(30))
             .await;
     }
+}
+
+/// The last 40 lines of a log file (for failure messages).
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The body of a GET (e.g. a /metrics page).
+pub async fn http_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap()
 }
