@@ -8,7 +8,9 @@
 //! 3. `start_new_session` on a warm (Ready) allocation vs starting a kernel directly and
 //!    getting its first reply.
 //!
-//! Calls alternate between the paths so each sees the same machine load. The goal is a
+//! Calls alternate between the paths so each sees the same machine load (including the
+//! Jupyter server saving the notebooks the gateway records); the floor is also measured
+//! alone first, to show what that recording costs the server. The goal is a
 //! gateway overhead within 2 ms or 10% of the floor, whichever is larger; the figures are
 //! printed, not asserted.
 
@@ -91,6 +93,21 @@ async fn main() {
     }
     exec(&http, &sid, FIGURE).await;
     exec(&stdio, &stdio_sid, FIGURE).await;
+
+    // The floor alone, with no gateway (and so no notebook recording) running beside it.
+    let mut quiet = vec![];
+    for _ in 0..50 {
+        let t = Instant::now();
+        direct
+            .execute("1+1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        quiet.push(t.elapsed());
+    }
+    println!(
+        "\ndirect execute_request \"1+1\" alone (nothing recorded beside it), median of 50: {:.2} ms",
+        ms(median(&mut quiet))
+    );
 
     for (label, code, n) in [
         ("execute_code(\"1+1\")", "1+1", CALLS),

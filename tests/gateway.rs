@@ -324,6 +324,19 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         .call("execute_code", json!({"session_id": rid, "code": "x"}))
         .await;
     assert_eq!(text(&x_again), "1\n");
+    // Interrupt is harmless on an idle kernel; a restart forgets every variable.
+    alice
+        .ok("interrupt_kernel", json!({"session_id": rid}))
+        .await;
+    alice.ok("restart_kernel", json!({"session_id": rid})).await;
+    let forgotten = alice
+        .call("execute_code", json!({"session_id": rid, "code": "x"}))
+        .await;
+    assert!(
+        text(&forgotten).starts_with("NameError"),
+        "{}",
+        text(&forgotten)
+    );
     let cont = alice
         .ok(
             "start_session_continue_notebook",
