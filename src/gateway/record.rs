@@ -3,10 +3,13 @@
 //! is the durable record of what the agent did.
 //!
 //! One writer task per session applies changes in the order they were queued. Changes
-//! queued while a write is in flight are applied together in the next one (read, change,
-//! write once), so a burst of quick cells costs the Jupyter server one save, not one each.
+//! that arrive close together (or while a write is in flight) are applied together in one
+//! read-change-write, so a burst of quick cells costs the Jupyter server one save, not one
+//! each; and the file is re-read only when someone else changed it since.
 
 use nbformat::v4::Notebook;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,13 +87,23 @@ pub async fn answer<T>(rx: oneshot::Receiver<Result<T, GatewayError>>) -> Result
         .unwrap_or_else(|_| Err(GatewayError::Failed("the notebook writer stopped".into())))
 }
 
+/// How long the writer lets changes gather before a write (a burst of quick cells is one
+/// save: each save makes the Jupyter server parse and validate the whole notebook).
+const GATHER: Duration = Duration::from_millis(100);
+
 async fn write_loop(server: JupyterServer, path: String, mut rx: mpsc::UnboundedReceiver<Message>) {
+    // The notebook as last written, with the server's modification time then: reused
+    // while the file is unchanged, so a write costs one metadata read, not a full one.
+    let mut cache: Option<(String, Notebook)> = None;
     while let Some(first) = rx.recv().await {
+        if matches!(first, Message::Change(..)) {
+            tokio::time::sleep(GATHER).await;
+        }
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let mut nb = match load(&server, &path).await {
+        let mut nb = match load_cached(&server, &path, cache.take()).await {
             Ok(nb) => nb,
             Err(e) => {
                 let msg = e.to_string();
@@ -116,18 +129,23 @@ async fn write_loop(server: JupyterServer, path: String, mut rx: mpsc::Unbounded
         }
         let saved = if changed {
             match notebook::to_json(&nb) {
-                Ok(json) => server.put_notebook(&path, &json).await.map(|_| ()),
+                Ok(json) => server
+                    .put_notebook(&path, &json)
+                    .await
+                    .map(|m| m.last_modified),
                 Err(e) => Err(e),
             }
         } else {
-            Ok(())
+            Ok(None)
         };
-        if let Err(e) = &saved {
-            tracing::warn!(notebook = %path, error = %e, "cannot write the notebook");
+        match &saved {
+            Ok(Some(modified)) => cache = Some((modified.clone(), nb)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(notebook = %path, error = %e, "cannot write the notebook"),
         }
         for (reply, r) in written {
             let r = match (&saved, r) {
-                (Ok(()), r) => r,
+                (Ok(_), r) => r,
                 (Err(e), _) => Err(GatewayError::Failed(format!(
                     "writing the notebook failed: {e}"
                 ))),
@@ -135,6 +153,21 @@ async fn write_loop(server: JupyterServer, path: String, mut rx: mpsc::Unbounded
             let _ = reply.send(r);
         }
     }
+}
+
+/// The cached notebook if the file was not modified since it was written, else a fresh read.
+async fn load_cached(
+    server: &JupyterServer,
+    path: &str,
+    cache: Option<(String, Notebook)>,
+) -> Result<Notebook, JupyterError> {
+    if let Some((modified, nb)) = cache
+        && let Ok(meta) = server.get(path, false).await
+        && meta.last_modified.as_deref() == Some(modified.as_str())
+    {
+        return Ok(nb);
+    }
+    load(server, path).await
 }
 
 fn fail(m: Message, why: &str) {
