@@ -272,10 +272,21 @@ mod tests {
                 data: bundle(json!({"text/html": "<b>x</b>"})),
                 metadata: Map::new(),
             },
+            Output::Display {
+                data: bundle(json!({
+                    "application/vnd.plotly.v1+json": {"data": [{"y": [1, 2]}]},
+                    "text/html": "<div>plotly</div>"
+                })),
+                metadata: Map::new(),
+            },
         ];
         let (blocks, is_error) = render(&outputs, &opts(1000));
         assert!(!is_error);
-        assert_eq!(blocks.len(), 4);
+        assert_eq!(blocks.len(), 5);
+        let plotly = blocks[4]
+            .as_resource()
+            .expect("Plotly as an embedded resource");
+        assert!(format!("{plotly:?}").contains("application/vnd.plotly.v1+json"));
         assert_eq!(blocks[0].as_text().unwrap().text, "hi\n");
         assert_eq!(blocks[1].as_image().unwrap().mime_type, "image/png");
         assert_eq!(blocks[2].as_text().unwrap().text, "2\n");
