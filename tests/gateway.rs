@@ -561,7 +561,18 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
             (r, again.progress.0.lock().unwrap().clone())
         }
     });
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Free the node only once SLURM has said why the job waits (its scheduler's verdict).
+    let allocs = Api::<ComputeAllocation>::namespaced(admin.clone(), &scope.ns);
+    let reason = common::wait_until_ok(Duration::from_secs(90), || async {
+        let list = allocs.list(&Default::default()).await.ok()?;
+        list.items.iter().find_map(|a| {
+            let reason = a.status.as_ref()?.slurm.as_ref()?.reason.clone()?;
+            (reason == "Resources" || reason == "Priority").then_some(reason)
+        })
+    })
+    .await;
+    assert!(reason.is_some(), "SLURM never gave the queued job a reason");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     raw.cancel(blocker).await;
     let (r, progress) = waiting.await.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));

@@ -442,8 +442,15 @@ impl SlurmApi for RestClient {
             Some(t) => format!("jobs/?update_time={t}"),
             None => "jobs/".to_owned(),
         };
+        // Full listings (adoption, orphan sweeps) are told apart from the poller's
+        // incremental ones in the metrics.
+        let operation = if changed_since.is_some() {
+            "jobs"
+        } else {
+            "jobs_all"
+        };
         let answer = self
-            .send("jobs", Method::GET, &self.path(v, &rest), user, None)
+            .send(operation, Method::GET, &self.path(v, &rest), user, None)
             .await?;
         self.check(user, &answer)?;
         let resp: wire::JobsResponse = self.parse("GET jobs/", &answer)?;
