@@ -54,7 +54,29 @@ def main(argv):
             print(f"lint: {m.get('path')}: {m.get('error')}")
         for e in report.get("errors", []):
             print(f"lint error: {e}")
-        return 1 if problems or report.get("errors") else 0
+        if problems or report.get("errors"):
+            return 1
+        # Every optional part renders and yields the objects it promises.
+        everything = {
+            "controller": {"replicas": 2},
+            "slurmCluster": {"create": True, "name": "hpc", "spec": {"restApi": {"url": "http://slurmrestd:6820"}}},
+            "networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.1/32"],
+                              "slurmrestdCIDRs": ["10.0.1.5/32"], "computeCIDRs": ["10.1.0.0/16"]},
+            "serviceMonitor": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+            "gateway": {"profiles": {"gpu": {"partition": "gpu", "gpus": 1}}},
+        }
+        text = render("all", "slurmlab-system", everything)
+        kinds = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("kind:")]
+        for kind, count in [("PodDisruptionBudget", 1), ("NetworkPolicy", 2), ("ServiceMonitor", 1),
+                            ("SlurmCluster", 1), ("Deployment", 2), ("ConfigMap", 2)]:
+            if kinds.count(kind) != count:
+                print(f"lint: with every option on, expected {count} {kind}, rendered {kinds.count(kind)}")
+                return 1
+        if '"uid": "slurmlab"' not in text:
+            print("lint: the Grafana dashboard is missing from its ConfigMap")
+            return 1
+        return 0
     if cmd == "render":
         name, namespace = argv[1], argv[2]
         values = load_values(argv[3] if len(argv) > 3 else None)
