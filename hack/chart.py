@@ -5,6 +5,8 @@ helm-python-sdk): lint it, render it, and keep deploy/ rendered from it.
   chart.py lint                       lint (strict), fail on any error or warning
   chart.py render NAME NS [VALUES]    print the manifests (VALUES: a JSON/YAML file)
   chart.py deploy [--check]           (re)write deploy/base/slurmlab.yaml, or check it is current
+  chart.py install NAME NS KUBECONFIG  helm install (creating NS), as the kubeconfig's user
+  chart.py uninstall NAME NS KUBECONFIG
 """
 import json
 import os
@@ -91,6 +93,16 @@ def main(argv):
                 return 1
             return 0
         open(DEPLOY, "w").write(text)
+        return 0
+    if cmd in ("install", "uninstall"):
+        name, namespace, kubeconfig = argv[1], argv[2], argv[3]
+        with helm.Config(namespace=namespace, kubeconfig_path=kubeconfig) as cfg:
+            if cmd == "install":
+                release = cfg.install(CHART, name, {}, create_namespace=True, timeout=120)
+                print(f"release {name}: {release.get('status')}, revision {release.get('revision')}")
+            else:
+                cfg.uninstall(name)
+                print(f"release {name}: uninstalled")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -1,5 +1,5 @@
-//! The Helm chart through a real Helm engine (helm-python-sdk: Helm v4's Go SDK), applied
-//! to the real API server, and its RBAC proven by running the real controller and gateway
+//! The Helm chart through a real Helm engine (helm-python-sdk: Helm v4's Go SDK), installed
+//! into the real API server, and its RBAC proven by running the real controller and gateway
 //! under the chart's ServiceAccounts (tokens from the TokenRequest API) through a whole
 //! agent session — and refused what they must not do.
 
@@ -92,19 +92,21 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
     let env = Env::load();
     let admin = env.client(User::Admin).await;
     common::install_crds(&admin).await;
-    let release_ns = common::create_namespace(&admin, "chart").await;
+    let release_ns = format!("chart-{}", common::random_suffix());
     let release = format!("r{}", common::random_suffix());
 
-    // Render with Helm and install for real (server-side apply as the admin).
-    let (ok, manifests, err) = chart_py(&env, &["render", &release, &release_ns]);
-    assert!(ok, "render failed: {err}");
-    let file = PathBuf::from(env.get("SLURMLAB_STATE"))
-        .join("test-logs")
-        .join(format!("{release}.yaml"));
-    std::fs::write(&file, &manifests).unwrap();
-    let file = file.to_string_lossy().into_owned();
-    let (ok, out, err) = env.kubectl(User::Admin, &["apply", "--server-side", "-f", &file]);
-    assert!(ok, "applying the chart failed:\n{out}{err}");
+    // A real Helm install (Helm v4's engine) into the API server, as the admin.
+    let (ok, out, err) = chart_py(
+        &env,
+        &[
+            "install",
+            &release,
+            &release_ns,
+            env.kubeconfig(User::Admin),
+        ],
+    );
+    assert!(ok, "helm install failed:\n{out}{err}");
+    assert!(out.contains(": deployed"), "{out}");
     // The plain manifests (and the example overlay) are accepted by the API server too.
     let _ = Api::<Namespace>::all(admin.clone())
         .create(
@@ -242,6 +244,15 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
     drop(gw);
     scope.cleanup(&admin).await;
     drop(ctl);
-    let _ = env.kubectl(User::Admin, &["delete", "--wait=false", "-f", &file]);
+    let (ok, out, err) = chart_py(
+        &env,
+        &[
+            "uninstall",
+            &release,
+            &release_ns,
+            env.kubeconfig(User::Admin),
+        ],
+    );
+    assert!(ok, "helm uninstall failed:\n{out}{err}");
     common::delete_namespace(&admin, &release_ns).await;
 }
