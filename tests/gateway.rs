@@ -277,6 +277,38 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         )
         .await;
     assert_eq!(text(&read), "a,b\n1,2\n");
+    // A binary upload (the plot's PNG, base64) reads back as an image.
+    alice
+        .ok(
+            "upload_file",
+            json!({"session_id": sid, "path": "figs/plot.png", "encoding": "base64",
+                   "content": base64::engine::general_purpose::STANDARD.encode(&png)}),
+        )
+        .await;
+    let figure = alice
+        .call(
+            "read_file",
+            json!({"session_id": sid, "path": "figs/plot.png"}),
+        )
+        .await;
+    let read_back = figure.content[0].as_image().expect("an image block");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&read_back.data)
+            .unwrap(),
+        png
+    );
+    let too_big = alice
+        .call(
+            "upload_file",
+            json!({"session_id": sid, "path": "big.txt", "content": "x".repeat(11 * 1024 * 1024)}),
+        )
+        .await;
+    assert!(
+        text(&too_big).contains("uploads are limited to"),
+        "{}",
+        text(&too_big)
+    );
     for bad in ["../../etc/passwd", "/etc/passwd"] {
         let r = alice
             .call("read_file", json!({"session_id": sid, "path": bad}))

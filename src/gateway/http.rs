@@ -19,12 +19,14 @@ use super::state::GatewayState;
 use super::tools::SlurmlabMcp;
 
 /// Host/Origin checks of the MCP endpoint.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HttpPolicy {
     /// Accepted `Host` values; empty: any (bearer authentication protects the endpoint).
     pub allowed_hosts: Vec<String>,
     /// Accepted browser `Origin`s; empty: requests with an Origin are not checked.
     pub allowed_origins: Vec<String>,
+    /// Largest request body (an upload_file call carries the file, base64).
+    pub max_body_bytes: usize,
 }
 
 /// The MCP router: `/mcp`, authenticated.
@@ -36,7 +38,8 @@ pub fn mcp_router(
 ) -> Router {
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown)
-        .with_allowed_origins(policy.allowed_origins.clone());
+        .with_allowed_origins(policy.allowed_origins.clone())
+        .with_max_request_body_bytes(policy.max_body_bytes);
     config = if policy.allowed_hosts.is_empty() {
         config.disable_allowed_hosts()
     } else {

@@ -198,6 +198,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
             let policy = http::HttpPolicy {
                 allowed_hosts,
                 allowed_origins: args.allowed_origins.clone(),
+                // Room for the largest upload in base64 plus the JSON around it, so an
+                // oversized file gets upload_file's own error, not a dropped connection.
+                max_body_bytes: args.upload_limit_bytes / 3 * 4 + (1 << 20),
             };
             let router = http::mcp_router(state, auth, &policy, shutdown.clone());
             let (bound, task) = http::serve(args.listen, router, shutdown.clone())
