@@ -118,9 +118,30 @@ pub async fn serve(
 pub fn health_router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
+}
+
+/// Ready while the API server answers (nothing works without it).
+async fn readyz(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
+    let client = s.access.own();
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        client.apiserver_version(),
+    )
+    .await
+    {
+        Ok(Ok(_)) => (StatusCode::OK, "ok".to_owned()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the Kubernetes API server does not answer: {e}"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the Kubernetes API server did not answer within 3 s".to_owned(),
+        ),
+    }
 }
 
 async fn metrics_text(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {

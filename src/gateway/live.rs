@@ -57,6 +57,8 @@ pub struct LiveSessions {
     own: Client,
     sessions: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     checked: Mutex<HashMap<(Caller, SessionId), Instant>>,
+    /// When each session was last handed out (for [`prune`](Self::prune)).
+    used: Mutex<HashMap<SessionId, Instant>>,
 }
 
 impl LiveSessions {
@@ -65,7 +67,25 @@ impl LiveSessions {
             own,
             sessions: Mutex::new(HashMap::new()),
             checked: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Drops sessions nobody used for `max_idle` (deleted ones among them); a later call
+    /// builds them again. Runs still going hold their session themselves.
+    pub fn prune(&self, max_idle: Duration) -> usize {
+        let mut used = lock(&self.used);
+        let stale: Vec<SessionId> = used
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= max_idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stale {
+            used.remove(id);
+            lock(&self.sessions).remove(id);
+        }
+        lock(&self.checked).retain(|_, at| at.elapsed() < ACCESS_TTL);
+        stale.len()
     }
 
     /// How many Ready sessions the gateway holds.
@@ -80,6 +100,7 @@ impl LiveSessions {
         caller: &Caller,
         id: &SessionId,
     ) -> Result<Arc<LiveSession>, GatewayError> {
+        lock(&self.used).insert(id.clone(), Instant::now());
         let key = (caller.clone(), id.clone());
         let fresh = lock(&self.checked)
             .get(&key)
@@ -102,6 +123,7 @@ impl LiveSessions {
     /// Forgets a session (deleted, or its kernel replaced).
     pub fn forget(&self, id: &SessionId) {
         lock(&self.sessions).remove(id);
+        lock(&self.used).remove(id);
         lock(&self.checked).retain(|(_, s), _| s != id);
     }
 

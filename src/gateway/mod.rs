@@ -170,6 +170,25 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         Transport::Stdio => None,
     });
     let mut tasks = vec![];
+    // Sessions nobody used for an hour (deleted ones among them) are let go.
+    tasks.push(tokio::spawn({
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let dropped = state.live.prune(Duration::from_secs(3600));
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "let go of idle sessions");
+                        }
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }));
     if let Some(addr) = health_addr {
         let (bound, task) = http::serve(addr, http::health_router(state.clone()), shutdown.clone())
             .await

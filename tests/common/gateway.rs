@@ -61,9 +61,9 @@ impl GatewayProcess {
             health: format!("http://127.0.0.1:{health_port}"),
             log,
         };
-        let healthz = format!("{}/healthz", g.health);
+        let ready = format!("{}/readyz", g.health);
         super::wait_until_ok(Duration::from_secs(30), || async {
-            reqwest::get(&healthz)
+            reqwest::get(&ready)
                 .await
                 .ok()
                 .filter(|r| r.status().is_success())
