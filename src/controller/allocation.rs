@@ -52,6 +52,22 @@ fn crash_point(name: &str) {
     }
 }
 
+/// The Jupyter token in Secret `ns/secret`; `None` when the Secret has no `token` key.
+/// (The controller, the session reconciler and the gateway all read it this way.)
+pub async fn read_jupyter_token(
+    client: &kube::Client,
+    ns: &str,
+    secret: &str,
+) -> Result<Option<String>, kube::Error> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(secret)
+        .await?;
+    Ok(s.data.and_then(|d| {
+        d.get(TOKEN_KEY)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    }))
+}
+
 /// Name of the Secret holding an allocation's Jupyter token.
 pub fn token_secret_name(allocation: &str) -> String {
     format!("{allocation}-jupyter-token")
@@ -567,20 +583,10 @@ impl<'a> Reconcile<'a> {
     }
 
     async fn read_token(&self) -> Result<String, ReconcileError> {
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let secret = api.get(&token_secret_name(&self.name)).await?;
-        secret
-            .data
-            .and_then(|d| {
-                d.get(TOKEN_KEY)
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
-            .ok_or_else(|| {
-                ReconcileError::Other(format!(
-                    "Secret {} has no key {TOKEN_KEY}",
-                    token_secret_name(&self.name)
-                ))
-            })
+        let secret = token_secret_name(&self.name);
+        read_jupyter_token(&self.ctx.client, &self.ns, &secret)
+            .await?
+            .ok_or_else(|| ReconcileError::Other(format!("Secret {secret} has no key {TOKEN_KEY}")))
     }
 
     /// The token Secret, owned by the allocation (deleted with it); created once.

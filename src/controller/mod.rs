@@ -31,7 +31,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use allocation::{FINALIZER, TOKEN_KEY, token_secret_name};
+pub use allocation::{FINALIZER, TOKEN_KEY, read_jupyter_token, token_secret_name};
 pub use error::ReconcileError;
 pub use session::{SESSION_FINALIZER, continued_name, owned_allocation_name};
 

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
@@ -24,7 +23,7 @@ use crate::jupyter::{JupyterError, JupyterServer, KernelChannel, notebook};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::{TOKEN_KEY, writes};
+use super::{TOKEN_KEY, read_jupyter_token, writes};
 
 /// Finalizer that shuts the kernel down before the session goes away.
 pub const SESSION_FINALIZER: &str = "slurmlab.io/shutdown-kernel";
@@ -292,14 +291,8 @@ impl<'a> SessionReconcile<'a> {
     }
 
     async fn token(&self, secret: &str) -> Result<String, ReconcileError> {
-        let s = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.ns)
-            .get(secret)
-            .await?;
-        s.data
-            .and_then(|d| {
-                d.get(TOKEN_KEY)
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
+        read_jupyter_token(&self.ctx.client, &self.ns, secret)
+            .await?
             .ok_or_else(|| ReconcileError::Other(format!("Secret {secret} has no key {TOKEN_KEY}")))
     }
 

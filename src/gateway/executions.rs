@@ -233,10 +233,7 @@ impl Executions {
         });
         {
             let mut runs = self.runs();
-            let finished = runs.values().filter(|e| e.status().finished()).count();
-            if finished > MAX_FINISHED / 2 {
-                runs.retain(|_, e| !e.status().finished() || e.started.elapsed() < KEEP_FINISHED);
-            }
+            // Expired runs go in `prune`; only a flood of runs is cut here.
             if runs.len() > MAX_FINISHED {
                 runs.retain(|_, e| !e.status().finished());
             }
@@ -252,6 +249,12 @@ impl Executions {
             self.metrics.clone(),
         ));
         exec
+    }
+
+    /// Forgets runs that finished more than an hour ago (called periodically).
+    pub fn prune(&self) {
+        self.runs()
+            .retain(|_, e| !e.status().finished() || e.started.elapsed() < KEEP_FINISHED);
     }
 
     /// A run of `caller`'s (others' runs read as not found).
@@ -303,8 +306,8 @@ async fn run(
     };
     let result = match session.channel(&mut slot).await {
         Ok(channel) => channel
-            .execute_with(&req.code, options, |outputs| {
-                exec.state().outputs = outputs.to_vec();
+            .execute_with(&req.code, options, |change| {
+                change.apply_to(&mut exec.state().outputs);
             })
             .await
             .map_err(GatewayError::from),

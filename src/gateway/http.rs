@@ -1,7 +1,6 @@
 //! HTTP: the MCP endpoint (Streamable HTTP at `/mcp`, bearer tokens verified by
 //! TokenReview) and, on a separate port, `/healthz`, `/readyz` and `/metrics`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -96,24 +95,6 @@ fn unauthorized(message: &str) -> Response {
         .into_response()
 }
 
-/// Serves `router` on `addr` until `shutdown`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "an HTTP server stopped");
-        }
-    });
-    Ok((bound, task))
-}
-
 /// `/healthz`, `/readyz`, `/metrics`.
 pub fn health_router(state: Arc<GatewayState>) -> Router {
     Router::new()
@@ -146,11 +127,5 @@ async fn readyz(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
     s.metrics.active_sessions.set(s.live.count() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+    crate::process::metrics_response(&s.metrics.registry)
 }

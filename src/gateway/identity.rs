@@ -37,8 +37,7 @@ impl Caller {
 
     /// A label value naming the caller (label values cannot hold every user name).
     pub fn owner_label(&self) -> String {
-        let digest = Sha256::digest(self.name().as_bytes());
-        digest[..10].iter().map(|b| format!("{b:02x}")).collect()
+        super::names::digest(self.name(), 10)
     }
 }
 

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
@@ -16,7 +15,7 @@ use super::identity::Caller;
 use super::record::Recorder;
 use super::sessions::SessionId;
 use crate::api::{JupyterSession, SessionPhase};
-use crate::controller::TOKEN_KEY;
+use crate::controller::{TOKEN_KEY, read_jupyter_token};
 use crate::jupyter::{JupyterServer, KernelChannel};
 
 /// How long an access check (a GET as the caller) is trusted.
@@ -36,9 +35,15 @@ pub struct LiveSession {
     pub kernel: tokio::sync::Mutex<Option<KernelChannel>>,
     /// The notebook's one writer.
     pub notebook: Recorder,
+    /// When the session was last handed out (for [`LiveSessions::prune`]).
+    last_used: Mutex<Instant>,
 }
 
 impl LiveSession {
+    fn touch(&self) {
+        *lock(&self.last_used) = Instant::now();
+    }
+
     /// The kernel channel, connected if needed.
     pub async fn channel<'a>(
         &self,
@@ -57,8 +62,6 @@ pub struct LiveSessions {
     own: Client,
     sessions: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     checked: Mutex<HashMap<(Caller, SessionId), Instant>>,
-    /// When each session was last handed out (for [`prune`](Self::prune)).
-    used: Mutex<HashMap<SessionId, Instant>>,
 }
 
 impl LiveSessions {
@@ -67,25 +70,17 @@ impl LiveSessions {
             own,
             sessions: Mutex::new(HashMap::new()),
             checked: Mutex::new(HashMap::new()),
-            used: Mutex::new(HashMap::new()),
         }
     }
 
     /// Drops sessions nobody used for `max_idle` (deleted ones among them); a later call
     /// builds them again. Runs still going hold their session themselves.
     pub fn prune(&self, max_idle: Duration) -> usize {
-        let mut used = lock(&self.used);
-        let stale: Vec<SessionId> = used
-            .iter()
-            .filter(|(_, at)| at.elapsed() >= max_idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &stale {
-            used.remove(id);
-            lock(&self.sessions).remove(id);
-        }
+        let mut sessions = lock(&self.sessions);
+        let before = sessions.len();
+        sessions.retain(|_, live| lock(&live.last_used).elapsed() < max_idle);
         lock(&self.checked).retain(|_, at| at.elapsed() < ACCESS_TTL);
-        stale.len()
+        before - sessions.len()
     }
 
     /// How many Ready sessions the gateway holds.
@@ -100,12 +95,12 @@ impl LiveSessions {
         caller: &Caller,
         id: &SessionId,
     ) -> Result<Arc<LiveSession>, GatewayError> {
-        lock(&self.used).insert(id.clone(), Instant::now());
         let key = (caller.clone(), id.clone());
         let fresh = lock(&self.checked)
             .get(&key)
             .is_some_and(|at| at.elapsed() < ACCESS_TTL);
         if fresh && let Some(live) = lock(&self.sessions).get(id) {
+            live.touch();
             return Ok(live.clone());
         }
         let api: Api<JupyterSession> = Api::namespaced(client, &id.namespace);
@@ -114,6 +109,7 @@ impl LiveSessions {
             .await
             .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
         let live = self.live(id, &session).await?;
+        live.touch();
         let mut checked = lock(&self.checked);
         checked.retain(|_, at| at.elapsed() < ACCESS_TTL);
         checked.insert(key, Instant::now());
@@ -123,7 +119,6 @@ impl LiveSessions {
     /// Forgets a session (deleted, or its kernel replaced).
     pub fn forget(&self, id: &SessionId) {
         lock(&self.sessions).remove(id);
-        lock(&self.used).remove(id);
         lock(&self.checked).retain(|(_, s), _| s != id);
     }
 
@@ -168,6 +163,7 @@ impl LiveSessions {
             notebook: Recorder::spawn(server.clone(), notebook_path),
             server,
             kernel: tokio::sync::Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
         });
         lock(&self.sessions).insert(id.clone(), live.clone());
         Ok(live)
@@ -175,19 +171,15 @@ impl LiveSessions {
 
     /// The Jupyter token, read with the gateway's identity (callers never see it).
     async fn token(&self, namespace: &str, secret: &str) -> Result<String, GatewayError> {
-        let api: Api<Secret> = Api::namespaced(self.own.clone(), namespace);
-        let s = api.get(secret).await.map_err(|e| {
-            GatewayError::Failed(format!(
-                "cannot read the session's token Secret {namespace}/{secret}: {e} (the gateway's identity needs get on it: its service account, or on stdio your kubeconfig user)"
-            ))
-        })?;
-        s.data
-            .and_then(|d| d.get(TOKEN_KEY).cloned())
-            .and_then(|b| String::from_utf8(b.0).ok())
-            .ok_or_else(|| {
+        read_jupyter_token(&self.own, namespace, secret)
+            .await
+            .map_err(|e| {
                 GatewayError::Failed(format!(
-                    "Secret {namespace}/{secret} has no key {TOKEN_KEY}"
+                    "cannot read the session's token Secret {namespace}/{secret}: {e} (the gateway's identity needs get on it: its service account, or on stdio your kubeconfig user)"
                 ))
+            })?
+            .ok_or_else(|| {
+                GatewayError::Failed(format!("Secret {namespace}/{secret} has no key {TOKEN_KEY}"))
             })
     }
 }

@@ -23,7 +23,7 @@ pub struct StatusLabels {
 
 /// Everything the gateway exports.
 pub struct GatewayMetrics {
-    registry: Registry,
+    pub registry: Registry,
     tool_calls: Family<ToolLabels, Counter>,
     tool_durations: Family<ToolLabels, Histogram>,
     executions: Family<StatusLabels, Histogram>,
@@ -99,13 +99,5 @@ impl GatewayMetrics {
                 status: status.into(),
             })
             .observe(elapsed.as_secs_f64());
-    }
-
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
     }
 }

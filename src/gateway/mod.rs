@@ -151,7 +151,6 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         execution_timeout: Duration::from_secs(args.execution_timeout_seconds),
         text_limit: args.output_limit_bytes,
         upload_limit: args.upload_limit_bytes,
-        profiles: profiles.keys().cloned().collect(),
     };
     let defaults = SessionDefaults {
         cluster: args.cluster.clone(),
@@ -170,7 +169,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         Transport::Stdio => None,
     });
     let mut tasks = vec![];
-    // Sessions nobody used for an hour (deleted ones among them) are let go.
+    // Sessions nobody used for an hour (deleted ones among them) and runs finished an
+    // hour ago are let go.
     tasks.push(tokio::spawn({
         let state = state.clone();
         let shutdown = shutdown.clone();
@@ -179,6 +179,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        state.executions.prune();
                         let dropped = state.live.prune(Duration::from_secs(3600));
                         if dropped > 0 {
                             tracing::debug!(dropped, "let go of idle sessions");
@@ -190,9 +191,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         }
     }));
     if let Some(addr) = health_addr {
-        let (bound, task) = http::serve(addr, http::health_router(state.clone()), shutdown.clone())
-            .await
-            .map_err(|e| GatewayRunError::Listen(addr, e))?;
+        let (bound, task) =
+            crate::process::serve_http(addr, http::health_router(state.clone()), shutdown.clone())
+                .await
+                .map_err(|e| GatewayRunError::Listen(addr, e))?;
         tracing::info!(addr = %bound, "health and metrics listening");
         tasks.push(task);
     }
@@ -222,7 +224,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
                 max_body_bytes: args.upload_limit_bytes / 3 * 4 + (1 << 20),
             };
             let router = http::mcp_router(state, auth, &policy, shutdown.clone());
-            let (bound, task) = http::serve(args.listen, router, shutdown.clone())
+            let (bound, task) = crate::process::serve_http(args.listen, router, shutdown.clone())
                 .await
                 .map_err(|e| GatewayRunError::Listen(args.listen, e))?;
             tracing::info!(addr = %bound, namespace = %args.namespace, "MCP gateway listening at /mcp");

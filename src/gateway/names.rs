@@ -72,9 +72,9 @@ pub fn execution_id() -> String {
     format!("ex-{}", random_chars(12))
 }
 
-/// A short digest (labels and annotations).
-pub fn digest(s: &str) -> String {
-    Sha256::digest(s.as_bytes())[..8]
+/// The first `bytes` bytes of the SHA-256 of `s`, in hex (label values, annotations).
+pub fn digest(s: &str, bytes: usize) -> String {
+    Sha256::digest(s.as_bytes())[..bytes]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

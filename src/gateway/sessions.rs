@@ -161,6 +161,11 @@ impl Sessions {
         Self { own, defaults }
     }
 
+    /// The names of the resource profiles agents may ask for.
+    pub fn profile_names(&self) -> Vec<&str> {
+        self.defaults.profiles.keys().map(String::as_str).collect()
+    }
+
     /// Creates a session (reusing one of the caller's allocations with room, else making
     /// one) and waits until it is Ready, sending progress lines to `progress`.
     pub async fn start(
@@ -172,7 +177,8 @@ impl Sessions {
     ) -> Result<StartedSession, GatewayError> {
         let ns = req.namespace.as_str();
         let resources = self.resources(&req)?;
-        let request_digest = names::digest(&serde_json::to_string(&resources).unwrap_or_default());
+        let request_digest =
+            names::digest(&serde_json::to_string(&resources).unwrap_or_default(), 8);
         let allocations: Api<ComputeAllocation> = Api::namespaced(client.clone(), ns);
         let sessions: Api<JupyterSession> = Api::namespaced(client.clone(), ns);
         let (allocation, reused) = match self
@@ -233,12 +239,8 @@ impl Sessions {
             .create(&PostParams::default(), &session)
             .await
             .map_err(|e| GatewayError::from_kube_write(e, "creating the session"))?;
-        let id = SessionId {
-            namespace: ns.to_owned(),
-            name: made.name_any(),
-        };
         let wait = req.wait.unwrap_or(self.defaults.start_timeout);
-        self.wait_ready(&sessions, &allocations, &id, reused, wait, progress)
+        self.wait_ready(&sessions, &allocations, made, reused, wait, progress)
             .await
     }
 
@@ -246,10 +248,9 @@ impl Sessions {
         let profile = match &req.profile {
             None => ResourceRequest::default(),
             Some(p) => self.defaults.profiles.get(p).cloned().ok_or_else(|| {
-                let known: Vec<&str> = self.defaults.profiles.keys().map(String::as_str).collect();
                 GatewayError::Invalid(format!(
                     "unknown profile {p:?}; known profiles: [{}]",
-                    known.join(", ")
+                    self.profile_names().join(", ")
                 ))
             })?,
         };
@@ -353,13 +354,13 @@ impl Sessions {
         serde_json::from_value(spec).map_err(|e| GatewayError::Invalid(format!("resources: {e}")))
     }
 
-    /// Polls the session and its allocation until Ready, reporting each change (and at
-    /// least every 10 s) on `progress`.
+    /// Follows the just-created `session` and its allocation until Ready, reporting each
+    /// change (and at least every 10 s) on `progress`.
     async fn wait_ready(
         &self,
         sessions: &Api<JupyterSession>,
         allocations: &Api<ComputeAllocation>,
-        id: &SessionId,
+        mut session: JupyterSession,
         reused: bool,
         wait: Duration,
         progress: UnboundedSender<String>,
@@ -369,6 +370,10 @@ impl Sessions {
         // re-read at least every second.
         const ALLOCATION_REFRESH: Duration = Duration::from_secs(1);
         const HEARTBEAT: Duration = Duration::from_secs(10);
+        let id = &SessionId {
+            namespace: session.namespace().unwrap_or_default(),
+            name: session.name_any(),
+        };
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + wait;
         let mut last: Option<(String, Instant)> = None;
@@ -377,10 +382,6 @@ impl Sessions {
             .default_backoff()
             .applied_objects()
             .boxed();
-        let mut session = sessions
-            .get(&id.name)
-            .await
-            .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
         loop {
             let status = session.status.clone().unwrap_or_default();
             let alloc_name = status

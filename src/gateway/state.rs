@@ -20,17 +20,15 @@ pub struct Settings {
     pub execution_timeout: Duration,
     pub text_limit: usize,
     pub upload_limit: usize,
-    /// Profile names, for the instructions agents read.
-    pub profiles: Vec<String>,
 }
 
 impl Settings {
-    /// The server instructions sent at initialisation.
-    pub fn instructions(&self) -> String {
-        let profiles = if self.profiles.is_empty() {
+    /// The server instructions sent at initialisation, naming the resource `profiles`.
+    pub fn instructions(&self, profiles: &[&str]) -> String {
+        let profiles = if profiles.is_empty() {
             "none (pass `resources` to size an allocation)".to_owned()
         } else {
-            self.profiles.join(", ")
+            profiles.join(", ")
         };
         format!(
             "slurmlab runs Jupyter kernels inside SLURM jobs. Start with start_new_session (or \

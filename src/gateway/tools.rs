@@ -82,12 +82,7 @@ impl SlurmlabMcp {
     async fn live(&self, caller: &Caller, id: &str) -> Result<Arc<LiveSession>, GatewayError> {
         let id = SessionId::parse(id, &self.state.settings.default_namespace)?;
         let client = self.state.access.client_for(caller)?;
-        let live = self.state.live.get(client, caller, &id).await;
-        self.state
-            .metrics
-            .active_sessions
-            .set(self.state.live.count() as i64);
-        live
+        self.state.live.get(client, caller, &id).await
     }
 
     /// Runs a tool body: metrics, a log line, and errors as `isError` results.
@@ -689,7 +684,11 @@ impl ServerHandler for SlurmlabMcp {
             "slurmlab-gateway",
             env!("CARGO_PKG_VERSION"),
         ))
-        .with_instructions(self.state.settings.instructions())
+        .with_instructions(
+            self.state
+                .settings
+                .instructions(&self.state.sessions.profile_names()),
+        )
     }
 
     async fn list_resources(

@@ -66,6 +66,33 @@ impl Output {
     }
 }
 
+/// How a running execution's outputs changed: what [`KernelChannel::execute_with`]
+/// reports, so an observer keeps its own copy in step at the cost of the change only.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutputChange<'a> {
+    /// A new output at the end.
+    Pushed(&'a Output),
+    /// More text for the last output (a stream).
+    Appended(&'a str),
+    /// `clear_output`: everything so far is gone.
+    Cleared,
+}
+
+impl OutputChange<'_> {
+    /// Applies the change to a copy of the outputs.
+    pub fn apply_to(self, outputs: &mut Vec<Output>) {
+        match self {
+            Self::Pushed(o) => outputs.push(o.clone()),
+            Self::Appended(more) => {
+                if let Some(Output::Stream { text, .. }) = outputs.last_mut() {
+                    text.push_str(more);
+                }
+            }
+            Self::Cleared => outputs.clear(),
+        }
+    }
+}
+
 /// What one `execute_request` produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Execution {
@@ -201,13 +228,13 @@ impl KernelChannel {
             .await
     }
 
-    /// Runs `code` like [`execute`](Self::execute), calling `observe` with the outputs so
-    /// far after each one arrives, and interrupting the kernel when `options.cancel` fires.
+    /// Runs `code` like [`execute`](Self::execute), telling `observe` how the outputs
+    /// change as messages arrive, and interrupting the kernel when `options.cancel` fires.
     pub async fn execute_with(
         &mut self,
         code: &str,
         options: ExecuteOptions,
-        mut observe: impl FnMut(&[Output]),
+        mut observe: impl FnMut(OutputChange<'_>),
     ) -> Result<Execution, JupyterError> {
         let ExecuteOptions {
             timeout,
@@ -270,7 +297,7 @@ impl KernelChannel {
             if msg.parent_header.as_ref().map(|h| h.msg_id.as_str()) != Some(msg_id.as_str()) {
                 continue;
             }
-            match msg.content {
+            let pushed = match msg.content {
                 JupyterMessageContent::StreamContent(s) => {
                     let name = match s.name {
                         Stdio::Stdout => "stdout",
@@ -278,35 +305,35 @@ impl KernelChannel {
                     };
                     match exec.outputs.last_mut() {
                         Some(Output::Stream { name: last, text }) if last == name => {
-                            text.push_str(&s.text)
+                            text.push_str(&s.text);
+                            observe(OutputChange::Appended(&s.text));
+                            continue;
                         }
-                        _ => exec.outputs.push(Output::Stream {
+                        _ => Output::Stream {
                             name: name.into(),
                             text: s.text,
-                        }),
+                        },
                     }
                 }
-                JupyterMessageContent::ExecuteResult(r) => {
-                    exec.outputs.push(Output::Result {
-                        execution_count: Some(r.execution_count.value() as u64),
-                        data: media_map(&r.data),
-                        metadata: r.metadata,
-                    });
+                JupyterMessageContent::ExecuteResult(r) => Output::Result {
+                    execution_count: Some(r.execution_count.value() as u64),
+                    data: media_map(&r.data),
+                    metadata: r.metadata,
+                },
+                JupyterMessageContent::DisplayData(d) => Output::Display {
+                    data: media_map(&d.data),
+                    metadata: d.metadata,
+                },
+                JupyterMessageContent::ErrorOutput(e) => Output::Error {
+                    ename: e.ename,
+                    evalue: e.evalue,
+                    traceback: e.traceback,
+                },
+                JupyterMessageContent::ClearOutput(_) => {
+                    exec.outputs.clear();
+                    observe(OutputChange::Cleared);
+                    continue;
                 }
-                JupyterMessageContent::DisplayData(d) => {
-                    exec.outputs.push(Output::Display {
-                        data: media_map(&d.data),
-                        metadata: d.metadata,
-                    });
-                }
-                JupyterMessageContent::ErrorOutput(e) => {
-                    exec.outputs.push(Output::Error {
-                        ename: e.ename,
-                        evalue: e.evalue,
-                        traceback: e.traceback,
-                    });
-                }
-                JupyterMessageContent::ClearOutput(_) => exec.outputs.clear(),
                 JupyterMessageContent::ExecuteReply(r) => {
                     replied = true;
                     exec.execution_count = Some(r.execution_count.value() as u64);
@@ -316,13 +343,18 @@ impl KernelChannel {
                         ReplyStatus::Aborted => "aborted",
                     }
                     .into();
+                    continue;
                 }
                 JupyterMessageContent::Status(s) if s.execution_state == ExecutionState::Idle => {
-                    idle = true
+                    idle = true;
+                    continue;
                 }
                 _ => continue,
+            };
+            exec.outputs.push(pushed);
+            if let Some(last) = exec.outputs.last() {
+                observe(OutputChange::Pushed(last));
             }
-            observe(&exec.outputs);
         }
         exec.duration = started.elapsed();
         Ok(exec)
@@ -340,6 +372,26 @@ fn media_map(media: &jupyter_protocol::Media) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_keep_a_copy_of_the_outputs_in_step() {
+        let mut copy = vec![];
+        let first = Output::Stream {
+            name: "stdout".into(),
+            text: "a".into(),
+        };
+        OutputChange::Pushed(&first).apply_to(&mut copy);
+        OutputChange::Appended("bc").apply_to(&mut copy);
+        assert_eq!(
+            copy,
+            vec![Output::Stream {
+                name: "stdout".into(),
+                text: "abc".into()
+            }]
+        );
+        OutputChange::Cleared.apply_to(&mut copy);
+        assert!(copy.is_empty());
+    }
 
     #[test]
     fn outputs_become_nbformat_objects() {

@@ -8,7 +8,7 @@ pub mod notebook;
 mod server;
 
 pub use error::JupyterError;
-pub use kernel::{ExecuteOptions, Execution, KernelChannel, Output};
+pub use kernel::{ExecuteOptions, Execution, KernelChannel, Output, OutputChange};
 pub use server::{ContentModel, JupyterServer, KernelModel, ServerStatus};
 
 /// Refuses a path that is absolute or leaves the server's root, before any request.
