@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a real Kubernetes control plane on 127.0.0.1: etcd (Debian's etcd-server),
-# kube-apiserver and kube-controller-manager (v1.20.2, built once by
-# hack/build-kube.sh and cached) with RBAC, static-token users, service-account
+# kube-apiserver and kube-controller-manager (v$KUBE_VERSION, default 1.36.3, built once
+# from the published Go modules by hack/build-kube.sh and cached) with RBAC, static-token users, service-account
 # signing keys, and one kubeconfig per user. The controller-manager gives us garbage
 # collection of owned objects, namespace deletion and service-account tokens.
 #
@@ -22,9 +22,9 @@ mkdir -p "$DIR" "$PIDS" "$LOGS" "$CERTS"
 chmod 0700 "$DIR"
 
 apt_install etcd-server openssl curl
-"$HACK_DIR/build-kube.sh" >/dev/null
-APISERVER=$SLURMLAB_CACHE/bin/kube-apiserver
-CONTROLLER_MANAGER=$SLURMLAB_CACHE/bin/kube-controller-manager
+KUBE_BIN=$("$HACK_DIR/build-kube.sh")
+APISERVER=$KUBE_BIN/kube-apiserver
+CONTROLLER_MANAGER=$KUBE_BIN/kube-controller-manager
 ETCD=$(command -v etcd || echo /usr/bin/etcd)
 
 # ---------------------------------------------------------------- credentials --
@@ -122,7 +122,7 @@ start kube-controller-manager "$CONTROLLER_MANAGER" \
   --kubeconfig "$DIR/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig "$DIR/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig "$DIR/kube-controller-manager.kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port 0 --port 0 --leader-elect=false \
+  --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
   --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token \
   --service-account-private-key-file "$CERTS/sa.key" --root-ca-file "$CERTS/ca.crt" \
   --cert-dir "$CERTS/kcm"

@@ -14,8 +14,8 @@ LOG_TAG=up
 
 # Host packages first, in one apt run, so the parallel steps below never race for the
 # dpkg lock.
-apt_install etcd-server openssl curl jq debootstrap golang-go rsync \
-  golang-github-modern-go-reflect2-dev dpkg-dev make python3-venv
+apt_install etcd-server openssl curl jq debootstrap rsync \
+  make python3-venv
 mkdir -p "$SLURMLAB_STATE"
 BIN=$("$HACK_DIR/host-tools.sh")
 

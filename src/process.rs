@@ -45,8 +45,16 @@ pub async fn serve_http(
     router: axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    // Nagle off: an SSE reply goes out as two writes (priming event, then the message),
+    // and with Nagle on the second waits for the client's delayed ACK (~40 ms a call).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
+        }
+    });
     let task = tokio::spawn(async move {
         let server =
             axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());

@@ -102,6 +102,15 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         )
         .await;
     assert_eq!(text(&hi), "hi\n");
+    // The server's token never reaches a kernel's environment (an agent printing
+    // os.environ would put it into its transcript), and the job's files are private.
+    let env_check = alice
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "import os\nprint(sorted(k for k in os.environ if k in ('JUPYTER_TOKEN', 'SLURMLAB_TOKEN')), oct(os.umask(0o077)))"}),
+        )
+        .await;
+    assert_eq!(text(&env_check), "[] 0o77\n");
     let two = alice
         .call(
             "execute_code",

@@ -382,3 +382,45 @@ async fn the_poller_tracks_twenty_jobs_with_a_flat_request_count() {
     }
     assert!(!poller.vanished(ids[0]));
 }
+
+/// slurmctld accepts a submit and the answer is lost on the way back (a 502 or 504 from
+/// a proxy, a restarting slurmrestd): the client must not submit again by itself, or the
+/// site gets two jobs for one request. The next reconcile's lookup adopts the one job.
+#[tokio::test]
+async fn a_lost_submit_answer_is_never_retried() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    let env = Env::load();
+    for cluster in env.slurm_clusters() {
+        for fault in [Fault::BadGateway, Fault::GatewayTimeout] {
+            let proxy = FaultProxy::start(&cluster.url, fault).await;
+            let mut via_proxy = cluster.clone();
+            via_proxy.url = proxy.url.clone();
+            let client = slurm_client(&via_proxy, None);
+            let name = format!("slurmlab-it-lost-{}", common::random_suffix());
+            let spec = job_spec(&cluster, &name, "#!/bin/bash\nsleep 30\n");
+            let err = client
+                .submit(&cluster.user, &spec)
+                .await
+                .expect_err("the proxy loses the answer");
+            assert!(
+                matches!(err, SlurmError::Server { status: 502 | 504, .. }),
+                "{} {fault:?}: {err:?}",
+                cluster.name
+            );
+            assert_eq!(
+                proxy.submits_forwarded(),
+                1,
+                "{} {fault:?}: the submit was sent exactly once",
+                cluster.name
+            );
+            // slurmctld did get it: exactly one job of that name exists.
+            let direct = slurm_client(&cluster, None);
+            let found = direct.find_jobs(&name).await.expect("jobs are listed");
+            assert_eq!(found.len(), 1, "{} {fault:?}: {found:?}", cluster.name);
+            direct.cancel(&cluster.user, found[0].id).await.unwrap();
+            // Reads through the same proxy are not affected.
+            proxy.set_fault(Fault::None);
+            assert!(client.ping().await.is_ok());
+        }
+    }
+}

@@ -190,10 +190,16 @@ pub struct JobTemplate {
     /// Directory the server serves notebooks from (shell expansions such as `$HOME` work).
     #[serde(default = "default_notebook_root")]
     pub notebook_root: String,
-    /// Address the server binds to and reports (default: the node's fully qualified
-    /// host name). Use `127.0.0.1` only for single-machine test clusters.
+    /// Address every server binds to and reports (default: the job's batch host, see
+    /// `nodeDomain`). Use `127.0.0.1` only for single-machine test clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_address: Option<String>,
+    /// DNS domain of the compute nodes: servers report `<batch host>.<nodeDomain>` and
+    /// the controller accepts exactly that (default: the batch host's name as SLURM
+    /// knows it, which the controller must be able to resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"))]
+    pub node_domain: Option<String>,
     /// Absolute working directory of the job (default `/tmp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^/"))]

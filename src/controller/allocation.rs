@@ -29,6 +29,7 @@ use crate::slurm::{CancelOutcome, SlurmApi, SlurmError};
 use super::allocation_state::{Probe, job_status, observe};
 use super::context::{ClusterHandle, Context};
 use super::error::ReconcileError;
+use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
 use super::identity::{JobOwner, parse_comment};
 use super::{request, script, writes};
 
@@ -39,6 +40,8 @@ pub const TOKEN_KEY: &str = "token";
 const CONDITION_VALID: &str = "Valid";
 const CONDITION_READY: &str = "Ready";
 const CONDITION_SLURM: &str = "SlurmReachable";
+/// False while the job reports an endpoint other than the pinned one.
+const CONDITION_ENDPOINT: &str = "EndpointTrusted";
 /// How often a settled allocation is looked at again without any event.
 const RESYNC: Duration = Duration::from_secs(60);
 
@@ -378,32 +381,66 @@ impl<'a> Reconcile<'a> {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         let user = self.status.slurm_user().unwrap_or_default().to_owned();
-        let bind = handle.spec.job_template.bind_address.clone();
-        let endpoint = job
-            .as_ref()
-            .filter(|j| j.state.is_running())
+        // The endpoint is untrusted input from the job: decided (strictly parsed, the
+        // job's own node, pinned once the server answered) before the token goes anywhere.
+        let template = &handle.spec.job_template;
+        let pinned = self
+            .status
+            .endpoint
+            .as_deref()
+            .and_then(|u| u.strip_prefix("http://"))
+            .map(str::to_owned);
+        let policy = EndpointPolicy {
+            bind_address: template.bind_address.as_deref(),
+            node_domain: template.node_domain.as_deref(),
+            pinned: pinned.as_deref(),
+        };
+        let running = job.as_ref().filter(|j| j.state.is_running());
+        let reported = running
             .and_then(|j| j.comment.as_deref())
             .and_then(|c| parse_comment(c).endpoint);
-        let probe = match &endpoint {
-            Some(e) => self.probe(e).await,
-            None => Probe::NotTried,
+        let probe = match running.map(|j| choose_endpoint(reported.as_deref(), j, &policy)) {
+            Some(EndpointChoice::Trusted(e)) => self.probe(&e).await,
+            _ => Probe::NotTried,
         };
+        match moved_endpoint(reported.as_deref(), &policy) {
+            Some(moved) => {
+                let message = format!(
+                    "job {job_id} now reports {moved}, but its server was pinned at {}; the change is ignored",
+                    pinned.as_deref().unwrap_or_default()
+                );
+                if !conditions::find(&self.status.conditions, CONDITION_ENDPOINT).is_some_and(|c| c.status == FALSE) {
+                    warn!(allocation = %format!("{}/{}", self.ns, self.name), %moved, "a job rewrote its endpoint after Ready; ignored");
+                    self.ctx
+                        .events
+                        .warning(&self.object_ref(), "EndpointChangeRefused", &message)
+                        .await;
+                }
+                self.set_condition(CONDITION_ENDPOINT, false, "EndpointChangeRefused", &message);
+            }
+            None if pinned.is_some() => {
+                self.set_condition(CONDITION_ENDPOINT, true, "Pinned", "the job's server is where it first answered");
+            }
+            None => {}
+        }
         let cancelled_by_us = self.status.cancelled_by.is_some();
         let obs = observe(
             job_id,
             job.as_ref(),
             vanished,
             &probe,
-            bind.as_deref(),
+            &policy,
             cancelled_by_us,
         );
         self.status.slurm = Some(job_status(job_id, job.as_ref(), &user));
         self.status.phase = obs.phase;
         self.status.message = Some(obs.message.clone());
-        self.status.endpoint = obs
-            .endpoint
-            .filter(|_| obs.phase == AllocationPhase::Ready)
-            .map(|e| format!("http://{e}"));
+        // Pinned from the first answer until the job changes (a restart clears it).
+        if obs.phase == AllocationPhase::Ready && pinned.is_none() {
+            self.status.endpoint = obs.endpoint.map(|e| format!("http://{e}"));
+        } else if running.is_none() {
+            self.status.endpoint = None;
+        }
         self.set_condition(
             CONDITION_READY,
             obs.phase == AllocationPhase::Ready,

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{AllocationPhase, SlurmJobStatus};
 use crate::slurm::{BaseState, JobInfo};
 
+use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint};
 use super::identity::parse_comment;
 
 /// The allocation's view of its job at one moment.
@@ -29,18 +30,6 @@ pub enum Probe {
     Failed(String),
 }
 
-/// The hosts an endpoint may name for a job: its batch host, or the address the cluster
-/// admin told servers to bind to.
-pub fn endpoint_host_allowed(endpoint: &str, job: &JobInfo, bind_address: Option<&str>) -> bool {
-    let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
-    let short = |h: &str| h.split('.').next().unwrap_or(h).to_owned();
-    bind_address == Some(host)
-        || job
-            .batch_host
-            .as_deref()
-            .is_some_and(|b| b == host || short(b) == short(host))
-}
-
 /// Maps the latest job record to a phase. `cancelled_by_us` says whether the controller
 /// itself cancelled the job (idle timeout, deletion), which makes CANCELLED a normal end.
 pub fn observe(
@@ -48,7 +37,7 @@ pub fn observe(
     job: Option<&JobInfo>,
     vanished: bool,
     probe: &Probe,
-    bind_address: Option<&str>,
+    policy: &EndpointPolicy,
     cancelled_by_us: bool,
 ) -> Observation {
     let obs = |phase, reason: &str, message: String, endpoint: Option<String>| Observation {
@@ -117,30 +106,23 @@ pub fn observe(
         ),
         BaseState::Running => {
             let node = job.batch_host.clone().unwrap_or_else(|| "?".into());
-            let Some(endpoint) = job
-                .comment
-                .as_deref()
-                .and_then(|c| parse_comment(c).endpoint)
-            else {
-                return obs(
-                    AllocationPhase::Starting,
-                    "ServerStarting",
-                    format!(
-                        "job {job_id} running on {node}; waiting for the Jupyter server to report its address"
-                    ),
-                    None,
-                );
+            let reported = job.comment.as_deref().and_then(|c| parse_comment(c).endpoint);
+            let endpoint = match choose_endpoint(reported.as_deref(), job, policy) {
+                EndpointChoice::Trusted(e) => e,
+                EndpointChoice::Missing => {
+                    return obs(
+                        AllocationPhase::Starting,
+                        "ServerStarting",
+                        format!(
+                            "job {job_id} running on {node}; waiting for the Jupyter server to report its address"
+                        ),
+                        None,
+                    );
+                }
+                EndpointChoice::Refused(why) => {
+                    return obs(AllocationPhase::Starting, "EndpointMismatch", why, None);
+                }
             };
-            if !endpoint_host_allowed(&endpoint, job, bind_address) {
-                return obs(
-                    AllocationPhase::Starting,
-                    "EndpointMismatch",
-                    format!(
-                        "the job reported {endpoint}, which is not its node {node}; not trusting it"
-                    ),
-                    None,
-                );
-            }
             match probe {
                 Probe::Answered => obs(
                     AllocationPhase::Ready,
@@ -309,7 +291,7 @@ mod tests {
     fn pending_shows_slurms_reason() {
         let mut j = job(&["PENDING"], Some(OWNER));
         j.reason = Some("Resources".into());
-        let o = observe(9, Some(&j), false, &Probe::NotTried, None, false);
+        let o = observe(9, Some(&j), false, &Probe::NotTried, &EndpointPolicy::default(), false);
         assert_eq!(
             (o.phase, o.reason.as_str(), o.message.as_str()),
             (
@@ -324,33 +306,33 @@ mod tests {
     fn running_goes_ready_only_after_the_endpoint_answers() {
         let j = job(&["RUNNING"], Some(OWNER));
         assert_eq!(
-            observe(9, Some(&j), false, &Probe::NotTried, None, false).phase,
+            observe(9, Some(&j), false, &Probe::NotTried, &EndpointPolicy::default(), false).phase,
             AllocationPhase::Starting
         );
-        let comment = format!("{OWNER} jupyter=node17.cluster.example:4000");
+        let comment = format!("{OWNER} jupyter=node17:4000");
         let j = job(&["RUNNING"], Some(&comment));
         let o = observe(
             9,
             Some(&j),
             false,
             &Probe::Failed("connection refused".into()),
-            None,
+            &EndpointPolicy::default(),
             false,
         );
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Starting, "ServerNotAnswering")
         );
-        let o = observe(9, Some(&j), false, &Probe::Answered, None, false);
+        let o = observe(9, Some(&j), false, &Probe::Answered, &EndpointPolicy::default(), false);
         assert_eq!(o.phase, AllocationPhase::Ready);
-        assert_eq!(o.endpoint.as_deref(), Some("node17.cluster.example:4000"));
+        assert_eq!(o.endpoint.as_deref(), Some("node17:4000"));
     }
 
     #[test]
     fn an_endpoint_on_another_host_is_not_trusted() {
         let comment = format!("{OWNER} jupyter=evil.example:4000");
         let j = job(&["RUNNING"], Some(&comment));
-        let o = observe(9, Some(&j), false, &Probe::Answered, None, false);
+        let o = observe(9, Some(&j), false, &Probe::Answered, &EndpointPolicy::default(), false);
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Starting, "EndpointMismatch")
@@ -364,7 +346,7 @@ mod tests {
                 Some(&j),
                 false,
                 &Probe::Answered,
-                Some("127.0.0.1"),
+                &EndpointPolicy { bind_address: Some("127.0.0.1"), ..Default::default() },
                 false
             )
             .phase,
@@ -416,7 +398,7 @@ mod tests {
                 return_code: Some(1),
                 signal: None,
             });
-            let o = observe(9, Some(&j), false, &Probe::NotTried, None, ours);
+            let o = observe(9, Some(&j), false, &Probe::NotTried, &EndpointPolicy::default(), ours);
             assert_eq!((o.phase, o.reason.as_str()), (phase, reason), "{states:?}");
             assert!(o.endpoint.is_none());
         }
@@ -425,7 +407,7 @@ mod tests {
             Some(&job(&["TIMEOUT"], None)),
             false,
             &Probe::NotTried,
-            None,
+            &EndpointPolicy::default(),
             false,
         );
         assert_eq!(o.message, "job 9 reached its time limit of 60 minutes");
@@ -440,7 +422,7 @@ mod tests {
             Some(&j),
             false,
             &Probe::Answered,
-            Some("127.0.0.1"),
+            &EndpointPolicy { bind_address: Some("127.0.0.1"), ..Default::default() },
             true,
         );
         assert_eq!(
@@ -452,7 +434,7 @@ mod tests {
             Some(&job(&["CANCELLED"], None)),
             false,
             &Probe::NotTried,
-            None,
+            &EndpointPolicy::default(),
             true,
         );
         assert_eq!(o.phase, AllocationPhase::Completed);
@@ -461,14 +443,14 @@ mod tests {
     #[test]
     fn a_vanished_job_fails_and_a_missing_record_waits() {
         let j = job(&["RUNNING"], Some(OWNER));
-        let o = observe(9, Some(&j), true, &Probe::NotTried, None, false);
+        let o = observe(9, Some(&j), true, &Probe::NotTried, &EndpointPolicy::default(), false);
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Failed, "JobVanished")
         );
         assert!(o.message.contains("last seen RUNNING"), "{}", o.message);
         assert_eq!(
-            observe(9, None, false, &Probe::NotTried, None, false).phase,
+            observe(9, None, false, &Probe::NotTried, &EndpointPolicy::default(), false).phase,
             AllocationPhase::Queued
         );
     }

@@ -5,6 +5,7 @@
 mod allocation;
 pub mod allocation_state;
 mod cluster;
+pub mod endpoint;
 pub mod context;
 mod error;
 mod events;

@@ -51,7 +51,19 @@ pub fn mcp_router(
     );
     Router::new()
         .nest_service("/mcp", service)
+        .layer(middleware::from_fn(session_end_ok))
         .layer(middleware::from_fn_with_state(auth, authenticate))
+}
+
+/// rmcp answers a session's `DELETE /mcp` with 202; the official SDKs expect 200 or 204
+/// and log "Session termination failed: 202" on every disconnect otherwise.
+async fn session_end_ok(req: Request, next: Next) -> Response {
+    let delete = req.method() == axum::http::Method::DELETE;
+    let mut response = next.run(req).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// Refuses requests without a valid bearer token (401 with `WWW-Authenticate`) and puts

@@ -181,8 +181,10 @@ impl RestClient {
         Ok(n)
     }
 
-    /// One logical request: rate-capped, retried on connect errors and 502/503/504,
-    /// counted and timed per HTTP attempt.
+    /// One logical request: rate-capped, counted and timed per HTTP attempt. Idempotent
+    /// requests are retried on connect errors and 502/503/504; a POST (a submit) never
+    /// is: slurmctld may have accepted the job before the answer was lost, and the next
+    /// reconcile's find-then-submit adopts what got through.
     async fn send(
         &self,
         operation: &'static str,
@@ -238,7 +240,7 @@ impl RestClient {
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(3))
-                    .with_max_times(3)
+                    .with_max_times(if method == Method::POST { 0 } else { 3 })
                     .with_jitter(),
             )
             .when(SlurmError::is_retryable)

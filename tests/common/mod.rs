@@ -402,6 +402,7 @@ pub fn job_spec(cluster: &SlurmCluster, name: &str, script: &str) -> slurmlab::s
 
 pub mod bench;
 pub mod controller;
+pub mod fault_proxy;
 pub mod gateway;
 
 /// Like [`wait_until`], but returns None on timeout instead of failing.
