@@ -8,9 +8,13 @@ SLURMLAB_STATE ?= /tmp/slurmlab
 CARGO_TARGET_DIR ?= $(SLURMLAB_CACHE)/target
 # Integration tests start real Jupyter servers and SLURM jobs: keep it modest on 2 cores.
 TEST_THREADS ?= 4
-export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR
+# The Kubernetes release the tests run against (built from its Go modules, cached per
+# version). KUBE_OLDEST is the oldest minor we claim to support: `make test-oldest`.
+KUBE_VERSION ?= 1.36.3
+KUBE_OLDEST ?= 1.32.13
+export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR KUBE_VERSION
 
-.PHONY: all build test test-unit test-integration bench lint crds docs deploy release up down demo clean-cache
+.PHONY: all build test test-oldest test-unit test-integration bench lint crds docs deploy release up down demo clean-cache
 
 all: build
 
@@ -32,6 +36,10 @@ test:
 	if [ $$status = 0 ]; then $(MAKE) --no-print-directory lint test-unit test-integration || status=$$?; fi; \
 	hack/down.sh || true; \
 	exit $$status
+
+## test-oldest: the whole suite against the oldest Kubernetes minor we support.
+test-oldest:
+	$(MAKE) --no-print-directory test KUBE_VERSION=$(KUBE_OLDEST)
 
 ## bench: set everything up, run the benchmarks (figures, not pass/fail), stop again.
 bench:

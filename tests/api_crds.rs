@@ -163,6 +163,37 @@ async fn invalid_specs_are_refused_naming_the_field() {
             vec!["spec.memory", "should match"],
         ),
         (
+            "cpus beyond what the field holds",
+            alloc(with("cpus", json!(99_999_999_999_i64))),
+            vec!["spec.cpus", "less than or equal to 100000"],
+        ),
+        (
+            "zero memory (SLURM reads it as the whole node)",
+            alloc(with("memory", json!("0"))),
+            vec!["spec.memory", "should match"],
+        ),
+        (
+            "a partition name longer than any SLURM allows",
+            alloc(with("partition", json!("p".repeat(300)))),
+            vec!["spec.partition", "256"],
+        ),
+        (
+            "Resume without a source",
+            session(json!({"allocationRef": "a", "notebook": {"mode": "Resume"}})),
+            vec![
+                "spec.notebook.source",
+                "required for mode Resume and Continue",
+            ],
+        ),
+        (
+            "Continue without a source",
+            session(json!({"allocationRef": "a", "notebook": {"mode": "Continue"}})),
+            vec![
+                "spec.notebook.source",
+                "required for mode Resume and Continue",
+            ],
+        ),
+        (
             "missing clusterRef",
             alloc(json!({"cpus": 1})),
             vec!["spec.clusterRef", "Required value"],
@@ -170,12 +201,12 @@ async fn invalid_specs_are_refused_naming_the_field() {
         (
             "session with both allocationRef and allocationTemplate",
             session(json!({"allocationRef": "a", "allocationTemplate": {"clusterRef": "local"}})),
-            vec!["spec", "oneOf"],
+            vec!["spec", "exactly one of spec.allocationRef"],
         ),
         (
             "session with neither allocationRef nor allocationTemplate",
             session(json!({"kernel": "python3"})),
-            vec!["spec", "oneOf"],
+            vec!["spec", "exactly one of spec.allocationRef"],
         ),
         (
             "unknown notebook mode",
@@ -212,12 +243,12 @@ async fn invalid_specs_are_refused_naming_the_field() {
         (
             "cluster with both auth methods",
             cluster(json!({"jwtKeySecretRef": key, "tokenSecretRef": key})),
-            vec!["spec.auth", "oneOf"],
+            vec!["spec.auth", "exactly one of auth.jwtKeySecretRef"],
         ),
         (
             "cluster with no auth method",
             cluster(json!({})),
-            vec!["spec.auth", "oneOf"],
+            vec!["spec.auth", "exactly one of auth.jwtKeySecretRef"],
         ),
         (
             "cluster with an unknown API version",
@@ -227,6 +258,21 @@ async fn invalid_specs_are_refused_naming_the_field() {
                 c
             },
             vec!["spec.restApi.version", "should match"],
+        ),
+        (
+            "cluster whose default CPUs exceed its limit",
+            {
+                let mut c = cluster(json!({"tokenSecretRef": key}));
+                c["spec"]["defaults"] = json!({"cpus": 8, "memory": "32Gi"});
+                c["spec"]["limits"] = json!({"maxCpus": 4, "maxMemory": "16Gi"});
+                c
+            },
+            vec![
+                "spec.defaults.cpus",
+                "defaults.cpus must not exceed limits.maxCpus",
+                "spec.defaults.memory",
+                "defaults.memory must not exceed limits.maxMemory",
+            ],
         ),
     ];
     let mut failures = vec![];

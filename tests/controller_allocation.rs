@@ -745,3 +745,89 @@ async fn a_slurmrestd_outage_keeps_the_last_state_and_recovers() {
     assert_eq!(job_id(&after), job_id(&ready));
     scope.cleanup(&client).await;
 }
+
+/// The job's owner rewrites its comment after Ready to send the controller elsewhere: to
+/// another port on an allowed host, through a userinfo trick, or to a foreign host. The
+/// pinned endpoint stays, the token never reaches the new place (a listener there counts
+/// every connection), and the allocation says why, with an event.
+#[tokio::test]
+async fn a_job_cannot_move_its_endpoint_after_ready() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("sid");
+    let scope = Scope::create(&client, &slurm, "ctl-pin").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    scope
+        .allocation(&client, "box", json!({"cpus": 1, "timeLimit": "20m"}))
+        .await;
+    let ready = wait_alloc(&client, &scope, "box", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let pinned = ready.status.clone().unwrap().endpoint.unwrap();
+    let id = job_id(&ready);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let trap = tokio::spawn(async move {
+        while let Ok((_sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let rest = slurm_client(&slurm, None);
+    let job = rest.job(id).await.unwrap();
+    let owner_part = job
+        .comment
+        .as_deref()
+        .unwrap()
+        .split(" jupyter=")
+        .next()
+        .unwrap()
+        .to_owned();
+    for evil in [
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1.x@evil.example:{port}"),
+        format!("evil.example:{port}"),
+    ] {
+        rest.update_comment(&slurm.user, id, &format!("{owner_part} jupyter={evil}"))
+            .await
+            .unwrap();
+        let refused = wait_alloc(&client, &scope, "box", &ctl, "EndpointTrusted=False", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "EndpointTrusted" && c.status == "False" && c.message.contains(&evil)
+                })
+            })
+        })
+        .await;
+        // A few more poll rounds: nothing may follow the rewrite.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let now = scope.allocations(&client).get("box").await.unwrap();
+        let status = now.status.unwrap();
+        assert_eq!(status.endpoint.as_deref(), Some(pinned.as_str()), "{evil}");
+        assert_eq!(
+            status.phase,
+            AllocationPhase::Ready,
+            "{evil}: {:?}",
+            status.message
+        );
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            0,
+            "{evil}: the controller connected to the rewritten endpoint"
+        );
+        drop(refused);
+    }
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["describe", "computeallocation", "box", "-n", &scope.ns],
+    );
+    assert!(out.contains("EndpointChangeRefused"), "{out}");
+    trap.abort();
+    scope.cleanup(&client).await;
+}

@@ -102,15 +102,6 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         )
         .await;
     assert_eq!(text(&hi), "hi\n");
-    // The server's token never reaches a kernel's environment (an agent printing
-    // os.environ would put it into its transcript), and the job's files are private.
-    let env_check = alice
-        .call(
-            "execute_code",
-            json!({"session_id": sid, "code": "import os\nprint(sorted(k for k in os.environ if k in ('JUPYTER_TOKEN', 'SLURMLAB_TOKEN')), oct(os.umask(0o077)))"}),
-        )
-        .await;
-    assert_eq!(text(&env_check), "[] 0o77\n");
     let two = alice
         .call(
             "execute_code",
@@ -661,6 +652,15 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
         )
         .await;
     assert_eq!(text(&r), "45\n");
+    // The server's token never reaches a kernel's environment (an agent printing
+    // os.environ would put it into its transcript), and the job's files are private.
+    let env_check = local
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "import os\nprint(sorted(k for k in os.environ if k in ('JUPYTER_TOKEN', 'SLURMLAB_TOKEN')), oct(os.umask(0o077)))"}),
+        )
+        .await;
+    assert_eq!(text(&env_check), "[] 0o77\n");
     // MCP cancellation of an in-flight execute_code interrupts the kernel.
     let args = json!({"session_id": sid, "code": "import time\ntime.sleep(600)"});
     let handle = local

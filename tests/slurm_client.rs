@@ -403,7 +403,13 @@ async fn a_lost_submit_answer_is_never_retried() {
                 .await
                 .expect_err("the proxy loses the answer");
             assert!(
-                matches!(err, SlurmError::Server { status: 502 | 504, .. }),
+                matches!(
+                    err,
+                    SlurmError::Server {
+                        status: 502 | 504,
+                        ..
+                    }
+                ),
                 "{} {fault:?}: {err:?}",
                 cluster.name
             );

@@ -58,43 +58,49 @@ pub struct ComputeAllocationSpec {
     pub cluster_ref: String,
     /// SLURM partition (default: the cluster's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub partition: Option<String>,
     /// SLURM account to charge (default: the cluster's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub account: Option<String>,
     /// SLURM quality of service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub qos: Option<String>,
     /// Number of nodes (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000))]
     pub nodes: Option<i32>,
     /// CPUs for the Jupyter server and its kernels (default: the cluster's default, or 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000))]
     pub cpus: Option<i32>,
     /// Memory per node, e.g. `16Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryQuantity>,
     /// GPUs per node (becomes the generic resource `gpu:N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1024))]
     pub gpus: Option<i32>,
     /// Generic resources in SLURM syntax, e.g. `gpu:a100:2` (added to `gpus`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
     pub gres: Option<String>,
     /// Wall time, e.g. `30m` or `4h` (default: the cluster's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit: Option<Duration>,
     /// SLURM node feature constraint, e.g. `skylake&ib`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
     pub constraint: Option<String>,
     /// SLURM reservation to run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub reservation: Option<String>,
     /// Most JupyterSessions this allocation serves at once (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub max_sessions: Option<i32>,
     /// Cancel the job after it has had no session for this long (default: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +110,7 @@ pub struct ComputeAllocationSpec {
     pub restart_policy: RestartPolicy,
     /// Most resubmissions with `restartPolicy: OnFailure` (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 100))]
     pub max_restarts: Option<i32>,
     /// Extra environment variables for the job and its kernels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -45,6 +45,18 @@ pub const CONDITION_REACHABLE: &str = "Reachable";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.defaults) || !has(self.limits) || !has(self.defaults.cpus) || !has(self.limits.maxCpus) || self.defaults.cpus <= self.limits.maxCpus",
+        "message": "defaults.cpus must not exceed limits.maxCpus",
+        "fieldPath": ".defaults.cpus"
+    },
+    {
+        "rule": "!has(self.defaults) || !has(self.limits) || !has(self.defaults.memory) || !has(self.limits.maxMemory) || quantity(self.defaults.memory).compareTo(quantity(self.limits.maxMemory)) <= 0",
+        "message": "defaults.memory must not exceed limits.maxMemory",
+        "fieldPath": ".defaults.memory"
+    }
+]))]
 pub struct SlurmClusterSpec {
     /// Where slurmrestd listens and which REST API version to speak.
     pub rest_api: RestApi,
@@ -89,10 +101,10 @@ fn default_api_version() -> String {
 /// Exactly one of `jwtKeySecretRef` and `tokenSecretRef`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("oneOf" = [
-    {"required": ["jwtKeySecretRef"]},
-    {"required": ["tokenSecretRef"]}
-]))]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.jwtKeySecretRef) != has(self.tokenSecretRef)",
+    "message": "set exactly one of auth.jwtKeySecretRef (a JWT key: tokens for every mapped user) and auth.tokenSecretRef (one static token)"
+}]))]
 pub struct ClusterAuth {
     /// The cluster's HS256 `jwt_key`: the controller mints a short-lived token per SLURM
     /// user and refreshes it before it expires. Set this or `tokenSecretRef`, not both.
@@ -145,7 +157,7 @@ pub struct AllocationDefaults {
     pub time_limit: Option<Duration>,
     /// CPUs (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000))]
     pub cpus: Option<i32>,
     /// Memory (default: SLURM's default for the partition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,14 +173,14 @@ pub struct AllocationLimits {
     pub max_time_limit: Option<Duration>,
     /// Most CPUs an allocation may ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000))]
     pub max_cpus: Option<i32>,
     /// Most memory an allocation may ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<MemoryQuantity>,
     /// Most allocations (not yet finished) one namespace may have on this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000))]
     pub max_allocations_per_namespace: Option<i32>,
     /// If set, only these partitions may be used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -198,7 +210,9 @@ pub struct JobTemplate {
     /// the controller accepts exactly that (default: the batch host's name as SLURM
     /// knows it, which the controller must be able to resolve).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"))]
+    #[schemars(regex(
+        pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    ))]
     pub node_domain: Option<String>,
     /// Absolute working directory of the job (default `/tmp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

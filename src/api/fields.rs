@@ -26,8 +26,9 @@ pub fn is_contained_relative_path(path: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-/// Pattern of [`MemoryQuantity`]: a Kubernetes quantity without exponents or fractions.
-pub const MEMORY_PATTERN: &str = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$";
+/// Pattern of [`MemoryQuantity`]: a positive Kubernetes quantity without exponents or
+/// fractions (SLURM reads a memory request of 0 as "the whole node").
+pub const MEMORY_PATTERN: &str = r"^[1-9][0-9]{0,15}(Ki|Mi|Gi|Ti|k|M|G|T)?$";
 
 /// A length of time written like `30s`, `30m`, `4h`, `2d` or `1h30m`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

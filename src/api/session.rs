@@ -56,10 +56,10 @@ use super::fields::{Duration, NOTEBOOK_SUFFIX_PATTERN, RELATIVE_PATH_PATTERN};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("oneOf" = [
-    {"required": ["allocationRef"]},
-    {"required": ["allocationTemplate"]}
-]))]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.allocationRef) != has(self.allocationTemplate)",
+    "message": "set exactly one of spec.allocationRef (an existing allocation) and spec.allocationTemplate (a new one for this session)"
+}]))]
 pub struct JupyterSessionSpec {
     /// Name of an existing ComputeAllocation in this namespace. Set this or
     /// `allocationTemplate`, not both.
@@ -90,9 +90,14 @@ fn default_kernel() -> String {
 /// leave it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 ///
-/// `source` is required for `Resume` and `Continue`; the controller enforces that (a
-/// schema rule for it would produce misleading API server messages without CEL).
+/// `source` is required for `Resume` and `Continue` (a CEL rule).
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.mode) || self.mode == 'New' || has(self.source)",
+    "message": "notebook.source is required for mode Resume and Continue",
+    "fieldPath": ".source",
+    "reason": "FieldValueRequired"
+}]))]
 pub struct NotebookSpec {
     /// Where the session's notebook lives, e.g. `experiments/run1.ipynb` (default: named
     /// after the session; `New` never overwrites, it picks a free name instead).

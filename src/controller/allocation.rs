@@ -28,8 +28,8 @@ use crate::slurm::{CancelOutcome, SlurmApi, SlurmError};
 
 use super::allocation_state::{Probe, job_status, observe};
 use super::context::{ClusterHandle, Context};
-use super::error::ReconcileError;
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
+use super::error::ReconcileError;
 use super::identity::{JobOwner, parse_comment};
 use super::{request, script, writes};
 
@@ -409,7 +409,9 @@ impl<'a> Reconcile<'a> {
                     "job {job_id} now reports {moved}, but its server was pinned at {}; the change is ignored",
                     pinned.as_deref().unwrap_or_default()
                 );
-                if !conditions::find(&self.status.conditions, CONDITION_ENDPOINT).is_some_and(|c| c.status == FALSE) {
+                if conditions::find(&self.status.conditions, CONDITION_ENDPOINT)
+                    .is_none_or(|c| c.status != FALSE)
+                {
                     warn!(allocation = %format!("{}/{}", self.ns, self.name), %moved, "a job rewrote its endpoint after Ready; ignored");
                     self.ctx
                         .events
@@ -419,7 +421,12 @@ impl<'a> Reconcile<'a> {
                 self.set_condition(CONDITION_ENDPOINT, false, "EndpointChangeRefused", &message);
             }
             None if pinned.is_some() => {
-                self.set_condition(CONDITION_ENDPOINT, true, "Pinned", "the job's server is where it first answered");
+                self.set_condition(
+                    CONDITION_ENDPOINT,
+                    true,
+                    "Pinned",
+                    "the job's server is where it first answered",
+                );
             }
             None => {}
         }

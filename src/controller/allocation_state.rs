@@ -106,7 +106,10 @@ pub fn observe(
         ),
         BaseState::Running => {
             let node = job.batch_host.clone().unwrap_or_else(|| "?".into());
-            let reported = job.comment.as_deref().and_then(|c| parse_comment(c).endpoint);
+            let reported = job
+                .comment
+                .as_deref()
+                .and_then(|c| parse_comment(c).endpoint);
             let endpoint = match choose_endpoint(reported.as_deref(), job, policy) {
                 EndpointChoice::Trusted(e) => e,
                 EndpointChoice::Missing => {
@@ -291,7 +294,14 @@ mod tests {
     fn pending_shows_slurms_reason() {
         let mut j = job(&["PENDING"], Some(OWNER));
         j.reason = Some("Resources".into());
-        let o = observe(9, Some(&j), false, &Probe::NotTried, &EndpointPolicy::default(), false);
+        let o = observe(
+            9,
+            Some(&j),
+            false,
+            &Probe::NotTried,
+            &EndpointPolicy::default(),
+            false,
+        );
         assert_eq!(
             (o.phase, o.reason.as_str(), o.message.as_str()),
             (
@@ -306,7 +316,15 @@ mod tests {
     fn running_goes_ready_only_after_the_endpoint_answers() {
         let j = job(&["RUNNING"], Some(OWNER));
         assert_eq!(
-            observe(9, Some(&j), false, &Probe::NotTried, &EndpointPolicy::default(), false).phase,
+            observe(
+                9,
+                Some(&j),
+                false,
+                &Probe::NotTried,
+                &EndpointPolicy::default(),
+                false
+            )
+            .phase,
             AllocationPhase::Starting
         );
         let comment = format!("{OWNER} jupyter=node17:4000");
@@ -323,7 +341,14 @@ mod tests {
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Starting, "ServerNotAnswering")
         );
-        let o = observe(9, Some(&j), false, &Probe::Answered, &EndpointPolicy::default(), false);
+        let o = observe(
+            9,
+            Some(&j),
+            false,
+            &Probe::Answered,
+            &EndpointPolicy::default(),
+            false,
+        );
         assert_eq!(o.phase, AllocationPhase::Ready);
         assert_eq!(o.endpoint.as_deref(), Some("node17:4000"));
     }
@@ -332,7 +357,14 @@ mod tests {
     fn an_endpoint_on_another_host_is_not_trusted() {
         let comment = format!("{OWNER} jupyter=evil.example:4000");
         let j = job(&["RUNNING"], Some(&comment));
-        let o = observe(9, Some(&j), false, &Probe::Answered, &EndpointPolicy::default(), false);
+        let o = observe(
+            9,
+            Some(&j),
+            false,
+            &Probe::Answered,
+            &EndpointPolicy::default(),
+            false,
+        );
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Starting, "EndpointMismatch")
@@ -346,7 +378,10 @@ mod tests {
                 Some(&j),
                 false,
                 &Probe::Answered,
-                &EndpointPolicy { bind_address: Some("127.0.0.1"), ..Default::default() },
+                &EndpointPolicy {
+                    bind_address: Some("127.0.0.1"),
+                    ..Default::default()
+                },
                 false
             )
             .phase,
@@ -398,7 +433,14 @@ mod tests {
                 return_code: Some(1),
                 signal: None,
             });
-            let o = observe(9, Some(&j), false, &Probe::NotTried, &EndpointPolicy::default(), ours);
+            let o = observe(
+                9,
+                Some(&j),
+                false,
+                &Probe::NotTried,
+                &EndpointPolicy::default(),
+                ours,
+            );
             assert_eq!((o.phase, o.reason.as_str()), (phase, reason), "{states:?}");
             assert!(o.endpoint.is_none());
         }
@@ -422,7 +464,10 @@ mod tests {
             Some(&j),
             false,
             &Probe::Answered,
-            &EndpointPolicy { bind_address: Some("127.0.0.1"), ..Default::default() },
+            &EndpointPolicy {
+                bind_address: Some("127.0.0.1"),
+                ..Default::default()
+            },
             true,
         );
         assert_eq!(
@@ -443,14 +488,29 @@ mod tests {
     #[test]
     fn a_vanished_job_fails_and_a_missing_record_waits() {
         let j = job(&["RUNNING"], Some(OWNER));
-        let o = observe(9, Some(&j), true, &Probe::NotTried, &EndpointPolicy::default(), false);
+        let o = observe(
+            9,
+            Some(&j),
+            true,
+            &Probe::NotTried,
+            &EndpointPolicy::default(),
+            false,
+        );
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Failed, "JobVanished")
         );
         assert!(o.message.contains("last seen RUNNING"), "{}", o.message);
         assert_eq!(
-            observe(9, None, false, &Probe::NotTried, &EndpointPolicy::default(), false).phase,
+            observe(
+                9,
+                None,
+                false,
+                &Probe::NotTried,
+                &EndpointPolicy::default(),
+                false
+            )
+            .phase,
             AllocationPhase::Queued
         );
     }

@@ -87,7 +87,10 @@ pub fn moved_endpoint(reported: Option<&str>, policy: &EndpointPolicy) -> Option
 }
 
 fn host_allowed(host: &str, job: &JobInfo, policy: &EndpointPolicy) -> bool {
-    if policy.bind_address.is_some_and(|b| b.eq_ignore_ascii_case(host)) {
+    if policy
+        .bind_address
+        .is_some_and(|b| b.eq_ignore_ascii_case(host))
+    {
         return true;
     }
     let Some(batch) = job.batch_host.as_deref() else {
@@ -128,12 +131,18 @@ mod tests {
 
     #[test]
     fn only_plain_host_port_parses() {
-        assert_eq!(parse_endpoint("node17:4000").as_deref(), Some("node17:4000"));
+        assert_eq!(
+            parse_endpoint("node17:4000").as_deref(),
+            Some("node17:4000")
+        );
         assert_eq!(
             parse_endpoint("Node17.Cluster.Example:4000").as_deref(),
             Some("node17.cluster.example:4000")
         );
-        assert_eq!(parse_endpoint("10.1.2.3:80").as_deref(), Some("10.1.2.3:80"));
+        assert_eq!(
+            parse_endpoint("10.1.2.3:80").as_deref(),
+            Some("10.1.2.3:80")
+        );
         for bad in [
             "node17.x@evil.example:80",
             "user:pw@node17:80",
@@ -165,9 +174,16 @@ mod tests {
         );
         assert_eq!(choose_endpoint(None, &job, &none), EndpointChoice::Missing);
         // The first label is not enough: these were accepted before.
-        for evil in ["node17.evil.example:80", "node17.x@evil.example:80", "node1:80"] {
+        for evil in [
+            "node17.evil.example:80",
+            "node17.x@evil.example:80",
+            "node1:80",
+        ] {
             assert!(
-                matches!(choose_endpoint(Some(evil), &job, &none), EndpointChoice::Refused(_)),
+                matches!(
+                    choose_endpoint(Some(evil), &job, &none),
+                    EndpointChoice::Refused(_)
+                ),
                 "{evil}"
             );
         }
@@ -186,7 +202,10 @@ mod tests {
             "node17xcluster.example:4000",
         ] {
             assert!(
-                matches!(choose_endpoint(Some(evil), &job, &domain), EndpointChoice::Refused(_)),
+                matches!(
+                    choose_endpoint(Some(evil), &job, &domain),
+                    EndpointChoice::Refused(_)
+                ),
                 "{evil}"
             );
         }

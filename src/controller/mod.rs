@@ -5,8 +5,8 @@
 mod allocation;
 pub mod allocation_state;
 mod cluster;
-pub mod endpoint;
 pub mod context;
+pub mod endpoint;
 mod error;
 mod events;
 mod http;

@@ -60,7 +60,9 @@ pub fn render(template: &JobTemplate, owner: &JobOwner) -> String {
     // Files the job creates (config, token, logs) are its user's alone.
     s.push_str("umask 077\n");
     // A shell variable, not exported: no child process inherits it.
-    s.push_str("SLURMLAB_TOKEN=\"${JUPYTER_TOKEN:?slurmlab: no JUPYTER_TOKEN in the job environment}\"\n");
+    s.push_str(
+        "SLURMLAB_TOKEN=\"${JUPYTER_TOKEN:?slurmlab: no JUPYTER_TOKEN in the job environment}\"\n",
+    );
     s.push_str("unset JUPYTER_TOKEN\n");
     // REST submissions carry only the environment we send: derive HOME from the account.
     s.push_str("export HOME=\"${HOME:-$(getent passwd \"$(id -un)\" | cut -d: -f6)}\"\n");
@@ -84,7 +86,10 @@ pub fn render(template: &JobTemplate, owner: &JobOwner) -> String {
         None => {
             s.push_str("HOST=\"${SLURMD_NODENAME:-$(hostname -s)}\"\n");
             if let Some(domain) = &template.node_domain {
-                s.push_str(&format!("HOST=\"$HOST\"{}\n", shell_quote(&format!(".{domain}"))));
+                s.push_str(&format!(
+                    "HOST=\"$HOST\"{}\n",
+                    shell_quote(&format!(".{domain}"))
+                ));
             }
         }
     }
@@ -173,7 +178,10 @@ mod tests {
             "default host is the batch host as SLURM names it"
         );
         let unset = s.find("unset JUPYTER_TOKEN").unwrap();
-        assert!(unset < pre, "the token leaves the environment before the preamble");
+        assert!(
+            unset < pre,
+            "the token leaves the environment before the preamble"
+        );
         assert!(s.contains("umask 077"));
         assert!(SERVER_CONFIG.contains("IdentityProvider.token"));
         assert!(s.contains("ROOT=\"$HOME/notebooks\""));
@@ -184,7 +192,8 @@ mod tests {
     #[test]
     fn no_token_is_ever_in_the_script() {
         let s = render(&template(), &owner());
-        assert!(!s.contains("--ServerApp.token") && !s.contains("IdentityProvider.token"));
+        // Never on a command line: the server reads it from the 0600 file.
+        assert!(!s.contains("--ServerApp.token") && !s.contains("--IdentityProvider.token"));
         assert!(
             s.contains("$JUPYTER_TOKEN"),
             "the header says where the token is"
@@ -261,6 +270,7 @@ mod tests {
             .arg(&script)
             .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
             .env("SLURM_JOB_ID", "7")
+            .env("JUPYTER_TOKEN", "t0k3n")
             .env("TMPDIR", &dir)
             .output()
             .unwrap();
