@@ -831,3 +831,68 @@ async fn a_job_cannot_move_its_endpoint_after_ready() {
     trap.abort();
     scope.cleanup(&client).await;
 }
+
+/// Whoever may annotate a namespace tries to run jobs as root, or as a user the admin
+/// did not list; an admin drops the allow-list of a JWT-key cluster. Nothing reaches
+/// SLURM, and the objects say why.
+#[tokio::test]
+async fn a_namespace_cannot_choose_root_and_a_jwt_key_needs_an_allow_list() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-mapping").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let rest = slurm_client(&slurm, None);
+    for (user, why) in [("root", "never mapped"), ("mallory", "allowedUsers")] {
+        namespaces
+            .patch(
+                &scope.ns,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"slurmlab.io/slurm-user": user}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        let name = format!("as-{user}");
+        scope.allocation(&client, &name, json!({"cpus": 1})).await;
+        let refused = wait_alloc(&client, &scope, &name, &ctl, "refused", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains(why) && m.contains(user))
+        })
+        .await;
+        assert!(refused.status.unwrap().slurm.is_none(), "{user}");
+        let jobs = rest
+            .find_jobs(&format!("slurmlab-{}-{name}", scope.ns))
+            .await
+            .unwrap();
+        assert!(jobs.is_empty(), "{user}: submitted {jobs:?}");
+    }
+    // A JWT key without an allow-list: the SlurmCluster is not usable and says why.
+    let clusters: Api<SlurmCluster> = Api::all(client.clone());
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"userMapping": {"allowedUsers": null}}})),
+        )
+        .await
+        .unwrap();
+    let said = common::wait_until_ok(Duration::from_secs(60), || async {
+        let c = clusters.get(&scope.cluster).await.ok()?;
+        let cond = c
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Reachable")?;
+        (cond.status == "False" && cond.message.contains("allowedUsers")).then_some(cond)
+    })
+    .await;
+    assert!(said.is_some(), "controller log:\n{}", ctl.log_tail());
+    scope.cleanup(&client).await;
+}

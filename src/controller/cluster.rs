@@ -222,6 +222,9 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
         return Ok(h.clone());
     }
 
+    if let Some(problem) = super::request::mapping_problem(spec) {
+        return Err(problem);
+    }
     let (auth, token_user) = if is_jwt {
         let lifetime = spec
             .auth

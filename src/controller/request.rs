@@ -100,8 +100,43 @@ pub fn resolve(
     })
 }
 
+/// SLURM users no namespace may ever map to, whatever the SlurmCluster says: root and
+/// SLURM's own account (a job as either owns the cluster).
+const NEVER_MAPPED: &[&str] = &["root", "slurm"];
+
+/// Why a SlurmCluster's user mapping cannot be used at all, if it cannot. With a JWT key
+/// the controller can mint a token for any user (the key is a root credential for the
+/// whole SLURM cluster), so the mapping fails closed: an explicit allow-list is required.
+pub fn mapping_problem(cluster: &SlurmClusterSpec) -> Option<String> {
+    let m = &cluster.user_mapping;
+    if cluster.auth.jwt_key_secret_ref.is_some() && m.allowed_users.is_empty() {
+        return Some("userMapping.allowedUsers is empty: with a jwtKeySecretRef the controller could act as any SLURM user, so nothing is submitted until the allow-list names the users namespaces may map to".to_owned());
+    }
+    m.allowed_users
+        .iter()
+        .chain(&m.default_user)
+        .find_map(|u| refused_user(u).map(|why| format!("userMapping lists {u:?}: {why}")))
+}
+
+/// Why `user` may never run a job for a namespace, if so.
+fn refused_user(user: &str) -> Option<&'static str> {
+    let posix = user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        });
+    if !posix {
+        Some("not a valid POSIX user name")
+    } else if NEVER_MAPPED.contains(&user) {
+        Some("root and the SLURM account are never mapped")
+    } else {
+        None
+    }
+}
+
 /// The SLURM user of a namespace: its annotation, else the cluster's default; checked
-/// against the allow-list and against the one user a static token can act as.
+/// against the allow-list (required with a JWT key), the users never mapped, and the
+/// one user a static token can act as.
 pub fn slurm_user(
     namespace: &str,
     annotations: &BTreeMap<String, String>,
@@ -120,6 +155,14 @@ pub fn slurm_user(
         .ok_or_else(|| {
             format!("namespace {namespace} has no SLURM user: an administrator must annotate it with {key}=<user> or set userMapping.defaultUser on the SlurmCluster")
         })?;
+    if let Some(problem) = mapping_problem(cluster) {
+        return Err(problem);
+    }
+    if let Some(why) = refused_user(&user) {
+        return Err(format!(
+            "SLURM user {user:?} (from namespace {namespace}) is refused: {why}"
+        ));
+    }
     if !m.allowed_users.is_empty() && !m.allowed_users.contains(&user) {
         return Err(format!(
             "SLURM user {user:?} (from namespace {namespace}) is not in the SlurmCluster's userMapping.allowedUsers"
@@ -269,6 +312,35 @@ mod tests {
     }
 
     #[test]
+    fn the_mapping_fails_closed_and_never_reaches_root() {
+        let mut c = cluster();
+        let ns = |u: &str| BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), u.to_owned())]);
+        // Even without an allow-list (static token), root and bad names never pass.
+        for bad in ["root", "slurm", "Root", "alice;id", "../x", "0day", ""] {
+            let err = slurm_user("ns", &ns(bad), &c, None).unwrap_err();
+            assert!(err.contains("refused"), "{bad:?}: {err}");
+        }
+        // With a JWT key an allow-list is required, and the cluster says so.
+        c.auth = serde_json::from_value(serde_json::json!(
+            {"jwtKeySecretRef": {"namespace": "n", "name": "s", "key": "k"}}
+        ))
+        .unwrap();
+        let problem = mapping_problem(&c).expect("no allow-list with a JWT key");
+        assert!(problem.contains("allowedUsers"), "{problem}");
+        assert_eq!(
+            slurm_user("ns", &ns("alice"), &c, None).unwrap_err(),
+            problem
+        );
+        c.user_mapping.allowed_users = vec!["alice".into()];
+        assert_eq!(mapping_problem(&c), None);
+        assert_eq!(slurm_user("ns", &ns("alice"), &c, None).unwrap(), "alice");
+        // An admin who lists root by mistake gets the cluster refused, not root jobs.
+        c.user_mapping.allowed_users = vec!["alice".into(), "root".into()];
+        assert!(mapping_problem(&c).unwrap().contains("\"root\""));
+        assert!(slurm_user("ns", &ns("root"), &c, None).is_err());
+    }
+
+    #[test]
     fn the_slurm_user_comes_from_the_namespace_never_the_spec() {
         let mut c = cluster();
         let none = BTreeMap::new();
@@ -285,7 +357,7 @@ mod tests {
         assert_eq!(slurm_user("ns", &none, &c, None).unwrap(), "shared");
         let annotated = BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), "alice".to_owned())]);
         assert_eq!(slurm_user("ns", &annotated, &c, None).unwrap(), "alice");
-        let bad = BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), "root".to_owned())]);
+        let bad = BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), "mallory".to_owned())]);
         assert!(
             slurm_user("ns", &bad, &c, None)
                 .unwrap_err()

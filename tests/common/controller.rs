@@ -71,7 +71,7 @@ impl Scope {
             "spec": {
                 "restApi": {"url": slurm.url},
                 "auth": {"jwtKeySecretRef": {"namespace": ns, "name": "slurm-jwt", "key": "jwt_hs256.key"}},
-                "userMapping": {"defaultUser": slurm.user},
+                "userMapping": {"defaultUser": slurm.user, "allowedUsers": [slurm.user, "alice", "bob"]},
                 "defaults": {"partition": "debug", "timeLimit": "30m", "memory": "512Mi"},
                 "limits": {"maxTimeLimit": "2h"},
                 "jobTemplate": {
