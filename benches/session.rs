@@ -94,7 +94,7 @@ async fn main() {
     let (mut floor, mut ours) = (vec![], vec![]);
     for run in 0..RUNS {
         let t = Instant::now();
-        let kernel = server.start_kernel("python3").await.unwrap();
+        let kernel = server.start_kernel("python3", None).await.unwrap();
         let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
         for code in &codes {
             channel

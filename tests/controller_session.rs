@@ -287,23 +287,21 @@ async fn resume_restores_state_and_continue_forks_with_a_fresh_kernel() {
         "a fresh kernel: {out:?}"
     );
 
-    create_session(
-        &client,
-        &scope,
-        "nosource",
-        json!({"allocationRef": "box", "notebook": {"mode": "Resume"}}),
-    )
-    .await;
-    let bad = wait_session(&client, &scope, "nosource", &ctl, "Failed", |s| {
-        phase(s) == SessionPhase::Failed
-    })
-    .await;
+    // Resume without a source is refused by the API server (a CEL rule), naming the field.
+    let nosource: JupyterSession = serde_json::from_value(json!({
+        "apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession",
+        "metadata": {"name": "nosource", "namespace": scope.ns},
+        "spec": {"allocationRef": "box", "notebook": {"mode": "Resume"}}
+    }))
+    .unwrap();
+    let refused = Api::<JupyterSession>::namespaced(client.clone(), &scope.ns)
+        .create(&PostParams::default(), &nosource)
+        .await
+        .expect_err("the API server refuses it");
+    let msg = refused.to_string();
     assert!(
-        bad.status
-            .unwrap()
-            .message
-            .unwrap_or_default()
-            .contains("spec.notebook.source is required")
+        msg.contains("spec.notebook.source") && msg.contains("required for mode Resume"),
+        "{msg}"
     );
     scope.cleanup(&client).await;
 }

@@ -661,6 +661,20 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
         )
         .await;
     assert_eq!(text(&env_check), "[] 0o77\n");
+    // The kernel runs in the notebook's directory: what upload_file wrote, open() reads.
+    local
+        .ok(
+            "upload_file",
+            json!({"session_id": sid, "path": "inputs/cwd.csv", "content": "a,b\n1,2\n"}),
+        )
+        .await;
+    let read_back = local
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": "print(open('inputs/cwd.csv').read().splitlines()[1])"}),
+        )
+        .await;
+    assert_eq!(text(&read_back), "1,2\n");
     // MCP cancellation of an in-flight execute_code interrupts the kernel.
     let args = json!({"session_id": sid, "code": "import time\ntime.sleep(600)"});
     let handle = local

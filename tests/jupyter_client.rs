@@ -24,7 +24,7 @@ async fn execute_returns_every_output_in_order_and_interrupts_on_timeout() {
     let (default, names) = server.kernelspecs().await.unwrap();
     assert_eq!(default, "python3");
     assert!(names.contains(&"python3".to_owned()));
-    let kernel = server.start_kernel("python3").await.unwrap();
+    let kernel = server.start_kernel("python3", None).await.unwrap();
     let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
 
     let code = r#"

@@ -117,6 +117,10 @@ pub struct ComputeAllocationSpec {
     pub environment: BTreeMap<String, String>,
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 /// Default of `maxSessions`.
 pub const DEFAULT_MAX_SESSIONS: i32 = 4;
 /// Default of `maxRestarts`.
@@ -236,6 +240,10 @@ pub struct ComputeAllocationStatus {
     /// end reads as Completed, not as a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// Probes of a Ready server that failed in a row (it stays Ready until
+    /// a few fail, so one slow answer does not drop every session).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missed_probes: i32,
     /// Since when the allocation has served no session (for `idleTimeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<Time>,

@@ -26,7 +26,7 @@ use crate::api::{
 use crate::jupyter::JupyterServer;
 use crate::slurm::{CancelOutcome, SlurmApi, SlurmError};
 
-use super::allocation_state::{Probe, job_status, observe};
+use super::allocation_state::{Probe, hold_ready, job_status, observe};
 use super::context::{ClusterHandle, Context};
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
 use super::error::ReconcileError;
@@ -439,6 +439,8 @@ impl<'a> Reconcile<'a> {
             &policy,
             cancelled_by_us,
         );
+        let (obs, missed) = hold_ready(self.before.phase, obs, self.status.missed_probes);
+        self.status.missed_probes = missed;
         self.status.slurm = Some(job_status(job_id, job.as_ref(), &user));
         self.status.phase = obs.phase;
         self.status.message = Some(obs.message.clone());

@@ -30,6 +30,33 @@ pub enum Probe {
     Failed(String),
 }
 
+/// Consecutive failed probes after which a Ready server is no longer Ready.
+pub const PROBES_MISSED_BEFORE_NOT_READY: i32 = 3;
+
+/// A Ready server that misses a probe stays Ready (its sessions with it) until it has
+/// missed [`PROBES_MISSED_BEFORE_NOT_READY`] in a row: one slow answer or a brief network
+/// blip must not drop every session. Returns the observation to report and the new count.
+pub fn hold_ready(was: AllocationPhase, obs: Observation, missed: i32) -> (Observation, i32) {
+    let failed_probe = obs.phase == AllocationPhase::Starting && obs.reason == "ServerNotAnswering";
+    if obs.phase == AllocationPhase::Ready || !failed_probe {
+        return (obs, 0);
+    }
+    let missed = missed.saturating_add(1);
+    if was != AllocationPhase::Ready || missed >= PROBES_MISSED_BEFORE_NOT_READY {
+        return (obs, missed);
+    }
+    let held = Observation {
+        phase: AllocationPhase::Ready,
+        reason: "ProbeMissed".to_owned(),
+        message: format!(
+            "{} (missed {missed} of {PROBES_MISSED_BEFORE_NOT_READY} probes in a row; still Ready)",
+            obs.message
+        ),
+        endpoint: obs.endpoint,
+    };
+    (held, missed)
+}
+
 /// Maps the latest job record to a phase. `cancelled_by_us` says whether the controller
 /// itself cancelled the job (idle timeout, deletion), which makes CANCELLED a normal end.
 pub fn observe(
@@ -351,6 +378,46 @@ mod tests {
         );
         assert_eq!(o.phase, AllocationPhase::Ready);
         assert_eq!(o.endpoint.as_deref(), Some("node17:4000"));
+    }
+
+    #[test]
+    fn a_ready_server_survives_a_missed_probe_but_not_three() {
+        let comment = format!("{OWNER} jupyter=node17:4000");
+        let j = job(&["RUNNING"], Some(&comment));
+        let failed = observe(
+            9,
+            Some(&j),
+            false,
+            &Probe::Failed("timed out".into()),
+            &EndpointPolicy::default(),
+            false,
+        );
+        let (o, n) = hold_ready(AllocationPhase::Ready, failed.clone(), 0);
+        assert_eq!(
+            (o.phase, o.reason.as_str(), n),
+            (AllocationPhase::Ready, "ProbeMissed", 1)
+        );
+        assert_eq!(o.endpoint.as_deref(), Some("node17:4000"));
+        let (o, n) = hold_ready(AllocationPhase::Ready, failed.clone(), n);
+        assert_eq!((o.phase, n), (AllocationPhase::Ready, 2));
+        let (o, n) = hold_ready(AllocationPhase::Ready, failed.clone(), n);
+        assert_eq!(
+            (o.phase, o.reason.as_str(), n),
+            (AllocationPhase::Starting, "ServerNotAnswering", 3)
+        );
+        // A server that never answered is not held.
+        let (o, _) = hold_ready(AllocationPhase::Starting, failed, 0);
+        assert_eq!(o.phase, AllocationPhase::Starting);
+        // An answer resets the count.
+        let ok = observe(
+            9,
+            Some(&j),
+            false,
+            &Probe::Answered,
+            &EndpointPolicy::default(),
+            false,
+        );
+        assert_eq!(hold_ready(AllocationPhase::Ready, ok, 2).1, 0);
     }
 
     #[test]

@@ -334,7 +334,9 @@ impl<'a> SessionReconcile<'a> {
             }
             (false, NotebookMode::Resume) => spec.notebook.source.clone().unwrap_or_default(),
         };
-        let kernel = server.start_kernel(&spec.kernel).await?;
+        let kernel = server
+            .start_kernel(&spec.kernel, Some(&notebook_path))
+            .await?;
         self.status.kernel_id = Some(kernel.id.clone());
         self.status.notebook_path = Some(notebook_path.clone());
         self.status.endpoint = Some(endpoint.to_owned());

@@ -81,6 +81,10 @@ pub struct GatewayArgs {
     /// Idle timeout of allocations the gateway creates.
     #[arg(long, default_value = "30m")]
     pub allocation_idle_timeout: String,
+    /// Idle timeout of the kernels of sessions the gateway creates: a forgotten session
+    /// must not hold its SLURM job (often GPUs) until walltime. Empty: never.
+    #[arg(long, default_value = "2h")]
+    pub session_idle_timeout: String,
     /// How long a session start waits for Ready before it reports where the job stands.
     #[arg(long, default_value_t = 600)]
     pub start_timeout_seconds: u64,
@@ -156,6 +160,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         cluster: args.cluster.clone(),
         profiles,
         allocation_idle_timeout: Some(args.allocation_idle_timeout.clone()),
+        session_idle_timeout: Some(args.session_idle_timeout.clone()).filter(|t| !t.is_empty()),
         start_timeout: Duration::from_secs(args.start_timeout_seconds),
     };
     let auth = Arc::new(Authenticator::new(

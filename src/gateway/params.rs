@@ -17,7 +17,8 @@ pub struct StartOptions {
     /// Kubernetes namespace; defaults to the gateway's default namespace.
     #[serde(default)]
     pub namespace: Option<String>,
-    /// How long to wait for the session to be Ready (default: the gateway's start timeout).
+    /// How long to wait for the session to be Ready (default: the gateway's start timeout;
+    /// at most 24 hours).
     #[serde(default)]
     pub wait_seconds: Option<u64>,
 }
@@ -46,7 +47,8 @@ pub struct ExecuteCode {
     pub session_id: String,
     /// Python code to run in the session's kernel.
     pub code: String,
-    /// Interrupt the run after this many seconds (default: the gateway's execution timeout).
+    /// Interrupt the run after this many seconds (default and maximum: the gateway's
+    /// execution timeout).
     #[serde(default)]
     pub timeout: Option<u64>,
     /// Return `{status: "pending", execution_id}` if the run takes longer than this many
@@ -82,7 +84,8 @@ pub struct EditCell {
     pub cell_index: i64,
     /// The new code; it is executed and its outputs replace the cell's.
     pub code: String,
-    /// Interrupt the run after this many seconds (default: the gateway's execution timeout).
+    /// Interrupt the run after this many seconds (default and maximum: the gateway's
+    /// execution timeout).
     #[serde(default)]
     pub timeout: Option<u64>,
 }

@@ -83,6 +83,8 @@ pub struct SessionDefaults {
     pub profiles: BTreeMap<String, ResourceRequest>,
     /// Idle timeout of allocations the gateway creates (so they do not linger).
     pub allocation_idle_timeout: Option<String>,
+    /// Idle timeout of the kernels of sessions the gateway creates.
+    pub session_idle_timeout: Option<String>,
     /// How long a start waits for the session to be Ready.
     pub start_timeout: Duration,
 }
@@ -231,7 +233,11 @@ impl Sessions {
                 allocation_template: None,
                 kernel: "python3".into(),
                 notebook,
-                idle_timeout: None,
+                idle_timeout: self
+                    .defaults
+                    .session_idle_timeout
+                    .clone()
+                    .map(crate::api::fields::Duration),
             },
             status: None,
         };

@@ -22,7 +22,29 @@ pub struct Settings {
     pub upload_limit: usize,
 }
 
+/// The longest an agent may ask a start to wait for its SLURM job.
+pub const MAX_START_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 impl Settings {
+    /// A run's time limit: the agent's `timeout`, at most the gateway's own (which also
+    /// keeps `Instant + timeout` from overflowing on an absurd value).
+    pub fn run_timeout(&self, asked_seconds: Option<u64>) -> Duration {
+        clamp(
+            asked_seconds,
+            self.execution_timeout,
+            self.execution_timeout,
+        )
+    }
+
+    /// How long execute_code blocks before answering with an execution id.
+    pub fn sync_wait(&self, asked_seconds: Option<u64>) -> Duration {
+        clamp(asked_seconds, self.sync_timeout, self.execution_timeout)
+    }
+
+    /// How long a session start may wait for its job (default: the gateway's).
+    pub fn start_wait(&self, asked_seconds: Option<u64>) -> Option<Duration> {
+        asked_seconds.map(|s| clamp(Some(s), MAX_START_WAIT, MAX_START_WAIT))
+    }
     /// The server instructions sent at initialisation, naming the resource `profiles`.
     pub fn instructions(&self, profiles: &[&str]) -> String {
         let profiles = if profiles.is_empty() {
@@ -41,6 +63,10 @@ impl Settings {
             self.default_namespace
         )
     }
+}
+
+fn clamp(asked_seconds: Option<u64>, default: Duration, max: Duration) -> Duration {
+    asked_seconds.map_or(default, |s| Duration::from_secs(s).min(max))
 }
 
 /// Shared by all connections.
@@ -64,5 +90,32 @@ impl GatewayState {
             metrics,
             settings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_times_are_clamped_to_the_gateways() {
+        let s = Settings {
+            default_namespace: "ns".into(),
+            authenticated: true,
+            sync_timeout: Duration::from_secs(30),
+            execution_timeout: Duration::from_secs(3600),
+            text_limit: 1,
+            upload_limit: 1,
+        };
+        assert_eq!(s.run_timeout(None), Duration::from_secs(3600));
+        assert_eq!(s.run_timeout(Some(5)), Duration::from_secs(5));
+        assert_eq!(s.run_timeout(Some(u64::MAX)), Duration::from_secs(3600));
+        assert_eq!(s.sync_wait(None), Duration::from_secs(30));
+        assert_eq!(s.sync_wait(Some(u64::MAX)), Duration::from_secs(3600));
+        assert_eq!(s.start_wait(None), None);
+        assert_eq!(s.start_wait(Some(u64::MAX)), Some(MAX_START_WAIT));
+        // The clamped values can be added to an Instant without overflowing.
+        let _ = tokio::time::Instant::now() + s.run_timeout(Some(u64::MAX));
+        let _ = tokio::time::Instant::now() + s.start_wait(Some(u64::MAX)).unwrap();
     }
 }

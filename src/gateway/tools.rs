@@ -181,7 +181,7 @@ impl SlurmlabMcp {
             notebook,
             profile: o.profile,
             resources: o.resources,
-            wait: o.wait_seconds.map(Duration::from_secs),
+            wait: self.state.settings.start_wait(o.wait_seconds),
         })
     }
 
@@ -221,7 +221,7 @@ fn json_result(v: Value) -> CallToolResult {
 #[tool_router]
 impl SlurmlabMcp {
     #[tool(
-        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node."
+        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. An idle kernel is shut down after the gateway's session idle timeout (default 2h; its allocation is then released after its own idle timeout), so call shutdown_session when done anyway. Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node."
     )]
     async fn start_new_session(
         &self,
@@ -293,12 +293,12 @@ impl SlurmlabMcp {
                 &caller,
                 RunRequest {
                     code: p.code,
-                    timeout: p.timeout.map(Duration::from_secs).unwrap_or(settings.execution_timeout),
+                    timeout: settings.run_timeout(p.timeout),
                     placement: Placement::Append,
                     store_history: true,
                 },
             );
-            let sync = p.sync_timeout.map(Duration::from_secs).unwrap_or(settings.sync_timeout);
+            let sync = settings.sync_wait(p.sync_timeout);
             tokio::select! {
                 _ = exec.finished() => Ok(self.result_of(&exec)),
                 _ = tokio::time::sleep(sync) => Ok(json_result(json!({
@@ -432,10 +432,7 @@ impl SlurmlabMcp {
                 &caller,
                 RunRequest {
                     code: p.code,
-                    timeout: p
-                        .timeout
-                        .map(Duration::from_secs)
-                        .unwrap_or(self.state.settings.execution_timeout),
+                    timeout: self.state.settings.run_timeout(p.timeout),
                     placement: Placement::Replace(p.cell_index),
                     store_history: true,
                 },

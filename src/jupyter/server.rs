@@ -168,13 +168,23 @@ impl JupyterServer {
         Ok((default, names))
     }
 
-    /// Starts a kernel of the named spec.
-    pub async fn start_kernel(&self, name: &str) -> Result<KernelModel, JupyterError> {
+    /// Starts a kernel of the named spec. With `notebook` (a path under the root) the
+    /// kernel runs in that notebook's directory, as in JupyterLab, so relative paths in
+    /// code mean what the file tools mean; without it, in the server's own directory.
+    pub async fn start_kernel(
+        &self,
+        name: &str,
+        notebook: Option<&str>,
+    ) -> Result<KernelModel, JupyterError> {
+        let mut body = json!({"name": name});
+        if let Some(path) = notebook {
+            body["path"] = json!(path);
+        }
         let resp = self
             .call(
                 Method::POST,
                 "/api/kernels",
-                Some(json!({"name": name})),
+                Some(body),
                 &format!("kernel spec {name}"),
             )
             .await?;

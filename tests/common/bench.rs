@@ -25,7 +25,7 @@ pub fn ms(d: Duration) -> f64 {
 /// the kernel's websocket (the kernel is shut down afterwards, untimed).
 pub async fn kernel_start_floor(server: &JupyterServer) -> Duration {
     let t = Instant::now();
-    let kernel = server.start_kernel("python3").await.unwrap();
+    let kernel = server.start_kernel("python3", None).await.unwrap();
     let mut channel = KernelChannel::connect(server, &kernel.id).await.unwrap();
     channel
         .execute("1+1", Duration::from_secs(60))
