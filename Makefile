@@ -11,7 +11,7 @@ TEST_THREADS ?= 4
 # The Kubernetes release the tests run against (built from its Go modules, cached per
 # version). KUBE_OLDEST is the oldest minor we claim to support: `make test-oldest`.
 KUBE_VERSION ?= 1.36.3
-KUBE_OLDEST ?= 1.32.13
+KUBE_OLDEST ?= 1.33.13
 export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR KUBE_VERSION
 
 .PHONY: all build test test-oldest test-unit test-integration bench lint crds docs deploy release up down demo clean-cache

@@ -747,3 +747,72 @@ async fn the_official_python_sdk_is_a_client_too() {
     scope.cleanup(&admin).await;
     drop(ctl);
 }
+
+/// A token-guessing loop: distinct bad tokens as fast as the client can send them. Each
+/// one is refused, the gateway stops asking the API server after a burst (429 with
+/// Retry-After instead of a TokenReview per guess), and a real token works again once
+/// the window has passed. A token for another audience is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guessing_loop_is_refused_without_flooding_token_review() {
+    let env = Env::load();
+    let admin = env.client(User::Admin).await;
+    common::install_crds(&admin).await;
+    let scope = Scope::create(&admin, &env.slurm_cluster("trixie"), "gw-guess").await;
+    let gw = GatewayProcess::start(&env, &scope, &[]).await;
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let started = std::time::Instant::now();
+    let (mut reviewed, mut paused) = (0u32, 0u32);
+    for i in 0..100 {
+        let resp = http
+            .post(&gw.url)
+            .header("accept", "application/json, text/event-stream")
+            .header(
+                "authorization",
+                format!("Bearer guess-{i}-{}", common::random_suffix()),
+            )
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            401 => reviewed += 1,
+            429 => {
+                assert!(resp.headers().contains_key("retry-after"));
+                paused += 1;
+            }
+            other => panic!("guess {i}: status {other}"),
+        }
+    }
+    let windows = started.elapsed().as_secs() / 10 + 1;
+    assert!(paused > 0, "no guess was refused unreviewed");
+    assert!(
+        u64::from(reviewed) <= 20 * windows,
+        "{reviewed} TokenReviews for 100 guesses in {windows} window(s)"
+    );
+    // Once the window has passed a real token gets in.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+            .await
+            .is_ok()
+    );
+    drop(gw);
+
+    // A gateway that wants its own audience refuses tokens for the API server's.
+    let strict = GatewayProcess::start(&env, &scope, &["--token-audience", "not-this-one"]).await;
+    let resp = http
+        .post(&strict.url)
+        .header("accept", "application/json, text/event-stream")
+        .header(
+            "authorization",
+            format!("Bearer {}", user_token(&env, "alice")),
+        )
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    scope.cleanup(&admin).await;
+}

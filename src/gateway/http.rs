@@ -88,6 +88,12 @@ async fn authenticate(
             next.run(req).await
         }
         Err(AuthError::Rejected(why)) => unauthorized(&format!("invalid token{why}")),
+        Err(e @ AuthError::TooManyFailures(wait)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.to_string())],
+            e.to_string(),
+        )
+            .into_response(),
         Err(e @ AuthError::Unavailable(_)) => {
             tracing::warn!(error = %e, "token review failed");
             (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()

@@ -48,18 +48,73 @@ pub enum AuthError {
     Rejected(String),
     #[error("cannot verify the token right now (TokenReview failed: {0})")]
     Unavailable(String),
+    #[error("too many invalid tokens were presented; retry in {0} s")]
+    TooManyFailures(u64),
 }
 
 /// How long a verified token is trusted before it is reviewed again.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
 /// Bound on remembered tokens (a flood of distinct tokens must not grow memory).
 const MAX_CACHED: usize = 10_000;
+/// How long a rejected token is answered from memory.
+const REJECTED_TTL: Duration = Duration::from_secs(10);
+/// Failed reviews allowed per window before unknown tokens are refused unreviewed, so a
+/// token-guessing loop cannot turn the gateway into a TokenReview flood.
+const FAILURES_PER_WINDOW: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
-/// Verifies bearer tokens with TokenReview, remembering answers for a minute.
+/// Counts failed reviews in fixed windows (pure; unit-tested).
+#[derive(Debug)]
+pub struct FailureBudget {
+    window_start: Instant,
+    failures: u32,
+}
+
+impl FailureBudget {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            failures: 0,
+        }
+    }
+
+    /// `Err(seconds to wait)` while the window's failures are spent.
+    pub fn check(&mut self, now: Instant) -> Result<(), u64> {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= FAILURE_WINDOW {
+            self.window_start = now;
+            self.failures = 0;
+        }
+        if self.failures >= FAILURES_PER_WINDOW {
+            let left = FAILURE_WINDOW.saturating_sub(elapsed);
+            return Err(left.as_secs().max(1));
+        }
+        Ok(())
+    }
+
+    pub fn record_failure(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+}
+
+/// What is remembered about a token digest.
+#[derive(Clone, Debug)]
+enum Verdict {
+    Accepted(Caller),
+    Rejected(String),
+}
+
+struct Memory {
+    verdicts: HashMap<[u8; 32], (Instant, Verdict)>,
+    failures: FailureBudget,
+}
+
+/// Verifies bearer tokens with TokenReview, remembering answers for a minute (rejections
+/// for 10 s) and refusing unknown tokens unreviewed after a burst of failures.
 pub struct Authenticator {
     client: kube::Client,
     audiences: Vec<String>,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Caller)>>,
+    memory: Mutex<Memory>,
 }
 
 impl Authenticator {
@@ -67,7 +122,10 @@ impl Authenticator {
         Self {
             client,
             audiences,
-            cache: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory {
+                verdicts: HashMap::new(),
+                failures: FailureBudget::new(Instant::now()),
+            }),
         }
     }
 
@@ -75,11 +133,43 @@ impl Authenticator {
     pub async fn review(&self, token: &str) -> Result<Caller, AuthError> {
         // Only a digest of the token is kept in memory.
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((at, caller)) = self.lock().get(&key)
-            && at.elapsed() < REVIEW_TTL
         {
-            return Ok(caller.clone());
+            let mut memory = self.lock();
+            match memory.verdicts.get(&key) {
+                Some((at, Verdict::Accepted(caller))) if at.elapsed() < REVIEW_TTL => {
+                    return Ok(caller.clone());
+                }
+                Some((at, Verdict::Rejected(why))) if at.elapsed() < REJECTED_TTL => {
+                    return Err(AuthError::Rejected(why.clone()));
+                }
+                _ => {}
+            }
+            memory
+                .failures
+                .check(Instant::now())
+                .map_err(AuthError::TooManyFailures)?;
         }
+        let verdict = self.ask(token).await?;
+        let mut memory = self.lock();
+        if let Verdict::Rejected(_) = verdict {
+            memory.failures.record_failure();
+        }
+        let verdicts = &mut memory.verdicts;
+        if verdicts.len() >= MAX_CACHED {
+            verdicts.retain(|_, (at, _)| at.elapsed() < REVIEW_TTL);
+            if verdicts.len() >= MAX_CACHED {
+                verdicts.clear();
+            }
+        }
+        verdicts.insert(key, (Instant::now(), verdict.clone()));
+        match verdict {
+            Verdict::Accepted(caller) => Ok(caller),
+            Verdict::Rejected(why) => Err(AuthError::Rejected(why)),
+        }
+    }
+
+    /// One TokenReview.
+    async fn ask(&self, token: &str) -> Result<Verdict, AuthError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
@@ -95,30 +185,30 @@ impl Authenticator {
         let status = answer.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             let why = status.error.map(|e| format!(": {e}")).unwrap_or_default();
-            return Err(AuthError::Rejected(why));
+            return Ok(Verdict::Rejected(why));
         }
-        let user = status.user.unwrap_or_default();
-        let name = user
-            .username
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| AuthError::Rejected(": the token has no user name".into()))?;
-        let caller = Caller::User {
-            name,
-            groups: user.groups.unwrap_or_default(),
-        };
-        let mut cache = self.lock();
-        if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (at, _)| at.elapsed() < REVIEW_TTL);
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
+        // A token valid for other audiences only is not one for us.
+        if !self.audiences.is_empty() {
+            let granted = status.audiences.unwrap_or_default();
+            if !self.audiences.iter().any(|a| granted.contains(a)) {
+                return Ok(Verdict::Rejected(format!(
+                    ": it is not meant for this gateway (audiences {})",
+                    self.audiences.join(", ")
+                )));
             }
         }
-        cache.insert(key, (Instant::now(), caller.clone()));
-        Ok(caller)
+        let user = status.user.unwrap_or_default();
+        let Some(name) = user.username.filter(|n| !n.is_empty()) else {
+            return Ok(Verdict::Rejected(": the token has no user name".into()));
+        };
+        Ok(Verdict::Accepted(Caller::User {
+            name,
+            groups: user.groups.unwrap_or_default(),
+        }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Instant, Caller)>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -141,6 +231,19 @@ mod tests {
         assert_eq!(bearer_token(Some("Basic abc")), None);
         assert_eq!(bearer_token(Some("Bearer ")), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn a_burst_of_failures_pauses_reviews_for_the_window() {
+        let t0 = Instant::now();
+        let mut budget = FailureBudget::new(t0);
+        for _ in 0..FAILURES_PER_WINDOW {
+            assert_eq!(budget.check(t0), Ok(()));
+            budget.record_failure();
+        }
+        let wait = budget.check(t0 + Duration::from_secs(3)).unwrap_err();
+        assert!((1..=7).contains(&wait), "{wait}");
+        assert_eq!(budget.check(t0 + FAILURE_WINDOW), Ok(()), "a new window");
     }
 
     #[test]
