@@ -294,25 +294,26 @@ pub fn job_status(job_id: u64, job: Option<&JobInfo>, user: &str) -> SlurmJobSta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slurm::{ExitStatus, JobState};
+    use crate::slurm::ExitStatus;
 
     fn job(states: &[&str], comment: Option<&str>) -> JobInfo {
         JobInfo {
-            id: 9,
             name: "slurmlab-ns-a".into(),
-            state: JobState::from_list(states),
-            reason: None,
             nodes: Some("node17".into()),
             batch_host: Some("node17".into()),
             comment: comment.map(str::to_owned),
             user: Some("u".into()),
-            partition: None,
             submit_time: Some(1_700_000_000),
             start_time: Some(1_700_000_010),
             end_time: Some(1_700_003_610),
             time_limit_minutes: Some(60),
-            exit: None,
+            ..JobInfo::sample(9, states)
         }
+    }
+
+    /// What job 9 looks like with `probe`, no endpoint policy, not cancelled by us.
+    fn seen(j: &JobInfo, probe: Probe) -> Observation {
+        observe(9, Some(j), false, &probe, &EndpointPolicy::default(), false)
     }
 
     const OWNER: &str = "slurmlab owner=ns/a uid=u1 attempt=0";
@@ -321,14 +322,7 @@ mod tests {
     fn pending_shows_slurms_reason() {
         let mut j = job(&["PENDING"], Some(OWNER));
         j.reason = Some("Resources".into());
-        let o = observe(
-            9,
-            Some(&j),
-            false,
-            &Probe::NotTried,
-            &EndpointPolicy::default(),
-            false,
-        );
+        let o = seen(&j, Probe::NotTried);
         assert_eq!(
             (o.phase, o.reason.as_str(), o.message.as_str()),
             (
@@ -342,40 +336,15 @@ mod tests {
     #[test]
     fn running_goes_ready_only_after_the_endpoint_answers() {
         let j = job(&["RUNNING"], Some(OWNER));
-        assert_eq!(
-            observe(
-                9,
-                Some(&j),
-                false,
-                &Probe::NotTried,
-                &EndpointPolicy::default(),
-                false
-            )
-            .phase,
-            AllocationPhase::Starting
-        );
+        assert_eq!(seen(&j, Probe::NotTried).phase, AllocationPhase::Starting);
         let comment = format!("{OWNER} jupyter=node17:4000");
         let j = job(&["RUNNING"], Some(&comment));
-        let o = observe(
-            9,
-            Some(&j),
-            false,
-            &Probe::Failed("connection refused".into()),
-            &EndpointPolicy::default(),
-            false,
-        );
+        let o = seen(&j, Probe::Failed("connection refused".into()));
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Starting, "ServerNotAnswering")
         );
-        let o = observe(
-            9,
-            Some(&j),
-            false,
-            &Probe::Answered,
-            &EndpointPolicy::default(),
-            false,
-        );
+        let o = seen(&j, Probe::Answered);
         assert_eq!(o.phase, AllocationPhase::Ready);
         assert_eq!(o.endpoint.as_deref(), Some("node17:4000"));
     }
@@ -384,14 +353,7 @@ mod tests {
     fn a_ready_server_survives_a_missed_probe_but_not_three() {
         let comment = format!("{OWNER} jupyter=node17:4000");
         let j = job(&["RUNNING"], Some(&comment));
-        let failed = observe(
-            9,
-            Some(&j),
-            false,
-            &Probe::Failed("timed out".into()),
-            &EndpointPolicy::default(),
-            false,
-        );
+        let failed = seen(&j, Probe::Failed("timed out".into()));
         let (o, n) = hold_ready(AllocationPhase::Ready, failed.clone(), 0);
         assert_eq!(
             (o.phase, o.reason.as_str(), n),
@@ -409,14 +371,7 @@ mod tests {
         let (o, _) = hold_ready(AllocationPhase::Starting, failed, 0);
         assert_eq!(o.phase, AllocationPhase::Starting);
         // An answer resets the count.
-        let ok = observe(
-            9,
-            Some(&j),
-            false,
-            &Probe::Answered,
-            &EndpointPolicy::default(),
-            false,
-        );
+        let ok = seen(&j, Probe::Answered);
         assert_eq!(hold_ready(AllocationPhase::Ready, ok, 2).1, 0);
     }
 
@@ -424,14 +379,7 @@ mod tests {
     fn an_endpoint_on_another_host_is_not_trusted() {
         let comment = format!("{OWNER} jupyter=evil.example:4000");
         let j = job(&["RUNNING"], Some(&comment));
-        let o = observe(
-            9,
-            Some(&j),
-            false,
-            &Probe::Answered,
-            &EndpointPolicy::default(),
-            false,
-        );
+        let o = seen(&j, Probe::Answered);
         assert_eq!(
             (o.phase, o.reason.as_str()),
             (AllocationPhase::Starting, "EndpointMismatch")

@@ -112,20 +112,9 @@ mod tests {
 
     fn job_on(host: &str) -> JobInfo {
         JobInfo {
-            id: 9,
-            name: "slurmlab-ns-a".into(),
-            state: crate::slurm::JobState::from_list(&["RUNNING"]),
-            reason: None,
             nodes: Some(host.into()),
             batch_host: Some(host.into()),
-            comment: None,
-            user: None,
-            partition: None,
-            submit_time: None,
-            start_time: None,
-            end_time: None,
-            time_limit_minutes: None,
-            exit: None,
+            ..JobInfo::sample(9, &["RUNNING"])
         }
     }
 

@@ -200,6 +200,29 @@ pub struct JobInfo {
     pub exit: Option<ExitStatus>,
 }
 
+#[cfg(test)]
+impl JobInfo {
+    /// A job with an id, a name and states and nothing else (unit tests add what they need).
+    pub fn sample(id: u64, states: &[&str]) -> Self {
+        JobInfo {
+            id,
+            name: format!("j{id}"),
+            state: JobState::from_list(states),
+            reason: None,
+            nodes: None,
+            batch_host: None,
+            comment: None,
+            user: None,
+            partition: None,
+            submit_time: None,
+            start_time: None,
+            end_time: None,
+            time_limit_minutes: None,
+            exit: None,
+        }
+    }
+}
+
 /// The state of one job from the batched state query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobStateEntry {

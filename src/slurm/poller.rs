@@ -285,7 +285,7 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slurm::{CancelOutcome, JobSpec, JobState, JobStateEntry, JobsPage, PingInfo};
+    use crate::slurm::{CancelOutcome, JobSpec, JobStateEntry, JobsPage, PingInfo};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -301,20 +301,8 @@ mod tests {
 
     fn job(id: u64, state: &[&str], comment: Option<&str>) -> JobInfo {
         JobInfo {
-            id,
-            name: format!("j{id}"),
-            state: JobState::from_list(state),
-            reason: None,
-            nodes: None,
-            batch_host: None,
             comment: comment.map(str::to_owned),
-            user: None,
-            partition: None,
-            submit_time: None,
-            start_time: None,
-            end_time: None,
-            time_limit_minutes: None,
-            exit: None,
+            ..JobInfo::sample(id, state)
         }
     }
 
