@@ -59,6 +59,11 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == TRUE)
 }
 
+/// True when the condition of the given type is present with status `False`.
+pub fn is_false(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == FALSE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

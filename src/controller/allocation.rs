@@ -403,33 +403,8 @@ impl<'a> Reconcile<'a> {
             Some(EndpointChoice::Trusted(e)) => self.probe(&e).await,
             _ => Probe::NotTried,
         };
-        match moved_endpoint(reported.as_deref(), &policy) {
-            Some(moved) => {
-                let message = format!(
-                    "job {job_id} now reports {moved}, but its server was pinned at {}; the change is ignored",
-                    pinned.as_deref().unwrap_or_default()
-                );
-                if conditions::find(&self.status.conditions, CONDITION_ENDPOINT)
-                    .is_none_or(|c| c.status != FALSE)
-                {
-                    warn!(allocation = %format!("{}/{}", self.ns, self.name), %moved, "a job rewrote its endpoint after Ready; ignored");
-                    self.ctx
-                        .events
-                        .warning(&self.object_ref(), "EndpointChangeRefused", &message)
-                        .await;
-                }
-                self.set_condition(CONDITION_ENDPOINT, false, "EndpointChangeRefused", &message);
-            }
-            None if pinned.is_some() => {
-                self.set_condition(
-                    CONDITION_ENDPOINT,
-                    true,
-                    "Pinned",
-                    "the job's server is where it first answered",
-                );
-            }
-            None => {}
-        }
+        self.report_endpoint_change(job_id, reported.as_deref(), &policy)
+            .await;
         let cancelled_by_us = self.status.cancelled_by.is_some();
         let obs = observe(
             job_id,
@@ -607,6 +582,39 @@ impl<'a> Reconcile<'a> {
         self.set_condition(CONDITION_SLURM, false, e.kind(), &e.to_string());
         self.status.message = Some(format!("waiting for slurmrestd: {e}"));
         Action::requeue(Duration::from_secs(10))
+    }
+
+    /// A job that reports an endpoint other than its pinned one: a condition, and a
+    /// Warning event the first time (the rewrite itself is never followed).
+    async fn report_endpoint_change(
+        &mut self,
+        job_id: u64,
+        reported: Option<&str>,
+        policy: &EndpointPolicy<'_>,
+    ) {
+        let Some(pinned) = policy.pinned else {
+            return;
+        };
+        let Some(moved) = moved_endpoint(reported, policy) else {
+            self.set_condition(
+                CONDITION_ENDPOINT,
+                true,
+                "Pinned",
+                "the job's server is where it first answered",
+            );
+            return;
+        };
+        let message = format!(
+            "job {job_id} now reports {moved}, but its server was pinned at {pinned}; the change is ignored"
+        );
+        if !conditions::is_false(&self.status.conditions, CONDITION_ENDPOINT) {
+            warn!(allocation = %format!("{}/{}", self.ns, self.name), %moved, "a job rewrote its endpoint after Ready; ignored");
+            self.ctx
+                .events
+                .warning(&self.object_ref(), "EndpointChangeRefused", &message)
+                .await;
+        }
+        self.set_condition(CONDITION_ENDPOINT, false, "EndpointChangeRefused", &message);
     }
 
     async fn probe(&self, endpoint: &str) -> Probe {

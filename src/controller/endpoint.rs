@@ -97,13 +97,9 @@ fn host_allowed(host: &str, job: &JobInfo, policy: &EndpointPolicy) -> bool {
         return false;
     };
     batch.eq_ignore_ascii_case(host)
-        || policy.node_domain.is_some_and(|d| {
-            let d = d.trim_matches('.');
-            host.len() == batch.len() + 1 + d.len()
-                && host[..batch.len()].eq_ignore_ascii_case(batch)
-                && host.as_bytes()[batch.len()] == b'.'
-                && host[batch.len() + 1..].eq_ignore_ascii_case(d)
-        })
+        || policy
+            .node_domain
+            .is_some_and(|d| host.eq_ignore_ascii_case(&format!("{batch}.{}", d.trim_matches('.'))))
 }
 
 #[cfg(test)]
