@@ -36,12 +36,15 @@ apt_install() {
 }
 
 # pid_alive NAME DIR: true when DIR/NAME.pid names a live process whose command line
-# mentions MARK (default: SLURMLAB_STATE), so a recycled PID is never taken for ours.
+# (or environment) mentions MARK (default: SLURMLAB_STATE), so a recycled PID is never taken for ours.
 pid_alive() {
   local f=$2/$1.pid pid mark=${3:-$SLURMLAB_STATE}
   [ -s "$f" ] || return 1
   pid=$(cat "$f")
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$mark"
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  # The command line, or else the environment (a daemon told its config by SLURM_CONF).
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$mark" ||
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qF -- "$mark"
 }
 
 # stop_pid NAME DIR: SIGTERM the recorded process, SIGKILL after 10 s, forget it.

@@ -7,55 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller::{ControllerProcess, Scope};
+use common::controller::{ControllerProcess, Scope, job_id, phase, wait_alloc};
 use common::{Env, User, slurm_client};
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use slurmlab::api::{AllocationPhase, ComputeAllocation, SlurmCluster};
 use slurmlab::slurm::{BaseState, SlurmApi};
-
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Waits until the allocation satisfies `check`; fails with its status and the log.
-async fn wait_alloc(
-    client: &Client,
-    scope: &Scope,
-    name: &str,
-    ctl: &ControllerProcess,
-    what: &str,
-    check: impl Fn(&ComputeAllocation) -> bool,
-) -> ComputeAllocation {
-    let api = scope.allocations(client);
-    let found = common::wait_until_ok(READY_TIMEOUT, || async {
-        let a = api.get(name).await.ok()?;
-        check(&a).then_some(a)
-    })
-    .await;
-    match found {
-        Some(a) => a,
-        None => {
-            let now = api.get(name).await.ok().and_then(|a| a.status);
-            panic!(
-                "{name} never became {what}; status: {now:#?}\ncontroller log:\n{}",
-                ctl.log_tail()
-            )
-        }
-    }
-}
-
-fn phase(a: &ComputeAllocation) -> AllocationPhase {
-    a.status.as_ref().map(|s| s.phase).unwrap_or_default()
-}
-
-fn job_id(a: &ComputeAllocation) -> u64 {
-    a.status
-        .as_ref()
-        .and_then(|s| s.slurm.as_ref())
-        .and_then(|j| j.job_id)
-        .expect("a job id") as u64
-}
 
 #[tokio::test]
 async fn cluster_reachability_follows_its_secret() {
@@ -152,6 +110,14 @@ async fn allocations_become_ready_and_deletion_cancels_the_job() {
             .clone()
             .expect("a Ready allocation has an endpoint");
         let id = job_id(&alloc);
+        let node = status
+            .slurm
+            .as_ref()
+            .and_then(|j| j.node.clone())
+            .expect("a running job names its node");
+        assert!(slurm.nodes.contains(&node), "{node} vs {:?}", slurm.nodes);
+        // The endpoint is the job's own compute host, reached over the site's network.
+        assert!(endpoint.contains(&format!("//{node}:")), "{endpoint}");
 
         // The endpoint answers with the Secret's token, and only with it.
         let token = common::controller::allocation_token(&client, &alloc).await;
@@ -174,12 +140,7 @@ async fn allocations_become_ready_and_deletion_cancels_the_job() {
             .lines()
             .find(|l| l.starts_with("box"))
             .unwrap_or_else(|| panic!("{out}"));
-        for want in [
-            "Ready",
-            &id.to_string(),
-            "RUNNING",
-            env.get(&format!("SLURM_{}_NODE", name.to_uppercase())),
-        ] {
+        for want in ["Ready", &id.to_string(), "RUNNING", node.as_str()] {
             assert!(line.contains(want), "{want} missing from {line:?}");
         }
         let (_, out, _) = env.kubectl(
@@ -435,11 +396,17 @@ async fn a_full_node_queues_with_slurms_reason_then_runs() {
     let slurm = env.slurm_cluster("sid");
     let scope = Scope::create(&client, &slurm, "ctl-queue").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
-    scope.allocation(&client, "big", json!({"cpus": 6})).await;
-    wait_alloc(&client, &scope, "big", &ctl, "Ready", |a| {
-        phase(a) == AllocationPhase::Ready
-    })
-    .await;
+    // One big allocation per compute host (8 CPUs each) leaves no host with 3 free CPUs.
+    let bigs: Vec<String> = (1..=slurm.nodes.len()).map(|i| format!("big{i}")).collect();
+    for big in &bigs {
+        scope.allocation(&client, big, json!({"cpus": 6})).await;
+    }
+    for big in &bigs {
+        wait_alloc(&client, &scope, big, &ctl, "Ready", |a| {
+            phase(a) == AllocationPhase::Ready
+        })
+        .await;
+    }
     scope.allocation(&client, "small", json!({"cpus": 3})).await;
     let queued = wait_alloc(
         &client,
@@ -470,17 +437,19 @@ async fn a_full_node_queues_with_slurms_reason_then_runs() {
         &["get", "computeallocation", "small", "-n", &scope.ns],
     );
     assert!(out.contains("Queued") && out.contains("PENDING"), "{out}");
-    scope
-        .allocations(&client)
-        .delete("big", &DeleteParams::default())
-        .await
-        .unwrap();
+    for big in &bigs {
+        scope
+            .allocations(&client)
+            .delete(big, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
     wait_alloc(
         &client,
         &scope,
         "small",
         &ctl,
-        "Ready once the node has room",
+        "Ready once a host has room",
         |a| phase(a) == AllocationPhase::Ready,
     )
     .await;
@@ -789,7 +758,16 @@ async fn a_job_cannot_move_its_endpoint_after_ready() {
         .next()
         .unwrap()
         .to_owned();
+    // The other compute host of the site: a job may not move its server there either.
+    let host = pinned
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .unwrap()
+        .0
+        .to_owned();
+    let other = slurm.nodes.iter().find(|n| **n != host).unwrap().clone();
     for evil in [
+        format!("{other}:{port}"),
         format!("127.0.0.1:{port}"),
         format!("127.0.0.1.x@evil.example:{port}"),
         format!("evil.example:{port}"),

@@ -554,16 +554,21 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
     let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
         .await
         .unwrap();
-    // Take one of the node's 8 CPUs so a job asking for 8 waits for Resources.
+    // Take one of each host's 8 CPUs so a job asking for 8 waits for Resources.
     let cluster = env.slurm_cluster("sid");
     let raw = common::RawSlurm::new(&cluster, cluster.newest_version());
-    let blocker = raw
-        .submit(
-            &format!("slurmlab-{}-blocker", scope.ns),
-            "#!/bin/bash\nsleep 300\n",
-            &["PATH=/usr/bin:/bin".into()],
-        )
-        .await;
+    let mut blockers = Vec::new();
+    for node in &cluster.nodes {
+        blockers.push(
+            raw.submit_with(
+                &format!("slurmlab-{}-blocker", scope.ns),
+                "#!/bin/bash\nsleep 300\n",
+                &["PATH=/usr/bin:/bin".into()],
+                json!({"required_nodes": [node]}),
+            )
+            .await,
+        );
+    }
     let timed_out = alice
         .call(
             "start_new_session",
@@ -605,7 +610,9 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
     .await;
     assert!(reason.is_some(), "SLURM never gave the queued job a reason");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    raw.cancel(blocker).await;
+    for blocker in blockers {
+        raw.cancel(blocker).await;
+    }
     let (r, progress) = waiting.await.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     assert_eq!(

@@ -362,6 +362,11 @@ pub fn submit_body(_version: ApiVersion, spec: &JobSpec) -> Value {
     put("maximum_nodes", json!(spec.nodes.max(1)));
     put("tasks", json!(1));
     put("cpus_per_task", json!(spec.cpus.max(1)));
+    // Never requeued by SLURM (JobRequeue=1 is its default): a requeued job keeps its id
+    // and its old comment, so it would come back as the same allocation on another
+    // host with a stale endpoint. The controller decides about restarts
+    // (restartPolicy), each a new job.
+    put("requeue", json!(false));
     let optional = [
         ("partition", &spec.partition),
         ("account", &spec.account),
@@ -685,6 +690,7 @@ mod tests {
             (json!(2), json!(4))
         );
         assert_eq!(job["constraints"], "skylake&ib");
+        assert_eq!(job["requeue"], false, "restarts are the controller's");
         assert_eq!(body["script"], "#!/bin/bash\ntrue\n");
         // What the recorded real submit of that version looked like, field by field.
         let recorded: Value = read(&fixtures().join("v0.0.42/submit-request.json"));

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use slurmlab::api::{ComputeAllocation, SlurmCluster};
+use slurmlab::api::{AllocationPhase, ComputeAllocation, SlurmCluster};
 
 use super::{Env, SlurmCluster as EnvCluster};
 
@@ -77,8 +77,7 @@ impl Scope {
                 "jobTemplate": {
                     "serverCommand": format!("{}/bin/jupyter-server", slurm.jupyter_venv),
                     // Each test its own notebook root: files of earlier runs never collide.
-                    "notebookRoot": format!("$HOME/notebooks/{ns}"),
-                    "bindAddress": "127.0.0.1"
+                    "notebookRoot": format!("$HOME/notebooks/{ns}")
                 },
                 "polling": {"interval": "2s", "activeInterval": "1s", "requestsPerSecond": 20}
             }
@@ -324,4 +323,45 @@ pub async fn allocation_server(
         .expect("a Ready allocation has an endpoint");
     let token = allocation_token(client, alloc).await;
     slurmlab::jupyter::JupyterServer::new(endpoint, token, Duration::from_secs(60)).unwrap()
+}
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits until the allocation satisfies `check`; fails with its status and the log.
+pub async fn wait_alloc(
+    client: &Client,
+    scope: &Scope,
+    name: &str,
+    ctl: &ControllerProcess,
+    what: &str,
+    check: impl Fn(&ComputeAllocation) -> bool,
+) -> ComputeAllocation {
+    let api = scope.allocations(client);
+    let found = super::wait_until_ok(READY_TIMEOUT, || async {
+        let a = api.get(name).await.ok()?;
+        check(&a).then_some(a)
+    })
+    .await;
+    match found {
+        Some(a) => a,
+        None => {
+            let now = api.get(name).await.ok().and_then(|a| a.status);
+            panic!(
+                "{name} never became {what}; status: {now:#?}\ncontroller log:\n{}",
+                ctl.log_tail()
+            )
+        }
+    }
+}
+
+pub fn phase(a: &ComputeAllocation) -> AllocationPhase {
+    a.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+pub fn job_id(a: &ComputeAllocation) -> u64 {
+    a.status
+        .as_ref()
+        .and_then(|s| s.slurm.as_ref())
+        .and_then(|j| j.job_id)
+        .expect("a job id") as u64
 }

@@ -134,6 +134,8 @@ impl Env {
                     chroot: key("CHROOT"),
                     conf: key("CONF"),
                     slurm_version: key("SLURM_VERSION"),
+                    tenants: key("TENANTS").split(',').map(str::to_owned).collect(),
+                    nodes: key("NODES").split(',').map(str::to_owned).collect(),
                 }
             })
             .collect()
@@ -155,14 +157,60 @@ pub struct SlurmCluster {
     pub chroot: String,
     pub conf: String,
     pub slurm_version: String,
+    /// SLURM users of two tenants (accounts tenant-a and tenant-b), not operators.
+    pub tenants: Vec<String>,
+    /// The compute hosts, each on its own address.
+    pub nodes: Vec<String>,
 }
 
 impl SlurmCluster {
     /// A fresh 10-minute token for the cluster's job user, minted from its JWT key.
     pub fn token(&self) -> String {
+        self.token_for(&self.user)
+    }
+
+    /// A fresh 10-minute token for any SLURM user of the cluster.
+    pub fn token_for(&self, user: &str) -> String {
         let key = std::fs::read(&self.jwt_key)
             .unwrap_or_else(|e| panic!("reading {:?}: {e}", self.jwt_key));
-        slurmlab::slurm::jwt::mint(&key, &self.user, unix_now(), 600)
+        slurmlab::slurm::jwt::mint(&key, user, unix_now(), 600)
+    }
+
+    /// Runs `hack/site-fault.sh <cluster> ARGS` (kill-node, revive, restart, partition,
+    /// heal); fails the test if the script does.
+    pub fn fault(&self, args: &[&str]) {
+        let out = Command::new(repo_path("hack/site-fault.sh"))
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("running hack/site-fault.sh");
+        assert!(
+            out.status.success(),
+            "site-fault.sh {} {args:?} failed:\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs a SLURM command of the cluster (as root, on the Kubernetes side).
+    pub fn command(&self, args: &[&str]) -> String {
+        let out = Command::new("chroot")
+            .arg(&self.chroot)
+            .arg("env")
+            .arg(format!("SLURM_CONF={}", self.conf))
+            .args(args)
+            .output()
+            .expect("running a SLURM command in the chroot");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A compute host's state as `sinfo` says it (idle, mixed, down*, ...).
+    pub fn node_state(&self, node: &str) -> String {
+        self.command(&["sinfo", "-h", "-n", node, "-o", "%T"])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn newest_version(&self) -> &str {
@@ -267,14 +315,22 @@ pub fn repo_path(rel: &str) -> PathBuf {
 pub struct RawSlurm {
     pub cluster: SlurmCluster,
     pub version: String,
+    /// The SLURM user every request acts as.
+    pub user: String,
     http: reqwest::Client,
     token: String,
 }
 
 impl RawSlurm {
     pub fn new(cluster: &SlurmCluster, version: &str) -> Self {
+        Self::as_user(cluster, version, &cluster.user)
+    }
+
+    /// Requests acting as `user` (a token minted for them from the cluster's JWT key).
+    pub fn as_user(cluster: &SlurmCluster, version: &str, user: &str) -> Self {
         Self {
-            token: cluster.token(),
+            token: cluster.token_for(user),
+            user: user.to_owned(),
             cluster: cluster.clone(),
             version: version.to_owned(),
             http: reqwest::Client::builder()
@@ -298,7 +354,7 @@ impl RawSlurm {
         let mut req = self
             .http
             .request(method, self.url(path))
-            .header("X-SLURM-USER-NAME", &self.cluster.user)
+            .header("X-SLURM-USER-NAME", &self.user)
             .header("X-SLURM-USER-TOKEN", &self.token);
         if let Some(body) = body {
             req = req.json(&body);
@@ -316,17 +372,30 @@ impl RawSlurm {
 
     /// Submits a batch script with the given environment; returns the job id.
     pub async fn submit(&self, name: &str, script: &str, env: &[String]) -> u64 {
-        let body = serde_json::json!({
-            "script": script,
-            "job": {
-                "name": name,
-                "partition": "debug",
-                "current_working_directory": "/tmp",
-                "standard_output": "/tmp/slurmlab-test-%j.out",
-                "environment": env,
-                "time_limit": {"set": true, "number": 5},
-            }
+        self.submit_with(name, script, env, serde_json::json!({}))
+            .await
+    }
+
+    /// Like [`Self::submit`], with more job fields (`{"hold": true}`, `required_nodes`).
+    pub async fn submit_with(
+        &self,
+        name: &str,
+        script: &str,
+        env: &[String],
+        extra: serde_json::Value,
+    ) -> u64 {
+        let mut job = serde_json::json!({
+            "name": name,
+            "partition": "debug",
+            "current_working_directory": "/tmp",
+            "standard_output": "/dev/null",
+            "environment": env,
+            "time_limit": {"set": true, "number": 5},
         });
+        if let (Some(job), Some(extra)) = (job.as_object_mut(), extra.as_object()) {
+            job.extend(extra.clone());
+        }
+        let body = serde_json::json!({"script": script, "job": job});
         let (status, json) = self
             .call(reqwest::Method::POST, "job/submit", Some(body))
             .await;
@@ -442,15 +511,16 @@ pub struct JupyterJob {
 }
 
 impl JupyterJob {
-    /// Starts Jupyter on a free loopback port with the token from the job environment,
+    /// Starts Jupyter on a free port of its compute host with the token from the job environment,
     /// reads host:port from the job comment and waits until `/api/status` answers.
     pub async fn start(cluster: &SlurmCluster) -> JupyterJob {
         const SCRIPT: &str = r#"#!/bin/bash
 set -euo pipefail
-PORT=$("$JUPYTER_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-scontrol update JobId="$SLURM_JOB_ID" Comment="jupyter=127.0.0.1:$PORT"
+HOST=$(hostname -s)
+PORT=$("$JUPYTER_VENV/bin/python" -c 'import socket, sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$HOST")
+scontrol update JobId="$SLURM_JOB_ID" Comment="jupyter=$HOST:$PORT"
 mkdir -p "$HOME/notebooks"
-exec "$JUPYTER_VENV/bin/jupyter-server" --no-browser --ip=127.0.0.1 --port="$PORT" \
+exec "$JUPYTER_VENV/bin/jupyter-server" --no-browser --ip="$HOST" --port="$PORT" \
   --ServerApp.port_retries=0 --ServerApp.root_dir="$HOME/notebooks"
 "#;
         let slurm = RawSlurm::new(cluster, cluster.newest_version());
