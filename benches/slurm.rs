@@ -52,6 +52,7 @@ async fn main() {
             interval: Duration::from_secs(1),
             active_interval: Duration::from_secs(1),
             active_window: Duration::from_secs(30),
+            ..PollerConfig::default()
         };
         let poller = Poller::new(client.clone(), cfg);
         for id in &ids[..n] {

@@ -551,7 +551,7 @@ async fn a_second_replica_waits_for_the_lease_and_takes_over() {
 }
 
 #[tokio::test]
-async fn twenty_allocations_poll_with_two_requests_per_round() {
+async fn twenty_allocations_poll_with_one_state_query_per_round() {
     use common::controller::metric_sum;
     let env = Env::load();
     let client = env.client(User::Admin).await;
@@ -591,36 +591,47 @@ async fn twenty_allocations_poll_with_two_requests_per_round() {
     .await;
     let sample = |text: &str| {
         let cluster = format!("cluster=\"{}\"", scope.cluster);
-        let polls = metric_sum(
-            text,
-            "slurmlab_slurm_requests_total",
-            &[&cluster, "operation=\"job_states\""],
-        ) + metric_sum(
-            text,
-            "slurmlab_slurm_requests_total",
-            &[&cluster, "operation=\"jobs\""],
-        );
+        let op = |name: &str| {
+            metric_sum(
+                text,
+                "slurmlab_slurm_requests_total",
+                &[&cluster, &format!("operation=\"{name}\"")],
+            )
+        };
+        let polls = op("job_states");
+        let listings = op("jobs");
+        let records = op("job");
         let rounds = metric_sum(text, "slurmlab_slurm_poll_rounds_total", &[&cluster]);
         let all = metric_sum(text, "slurmlab_slurm_requests_total", &[&cluster]);
-        (polls, rounds, all)
+        (polls, listings, records, rounds, all)
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (p0, r0, a0) = sample(&ctl.metrics().await);
+    let (p0, l0, j0, r0, a0) = sample(&ctl.metrics().await);
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let (p1, r1, a1) = sample(&ctl.metrics().await);
-    let (polls, rounds, all) = (p1 - p0, r1 - r0, a1 - a0);
-    // Two requests per round whatever the number of jobs, at most one round per second
-    // (the active interval), and little else besides (pings, server probes are not SLURM).
-    assert!((5.0..=22.0).contains(&rounds), "{rounds} rounds in 20 s");
+    let (p1, l1, j1, r1, a1) = sample(&ctl.metrics().await);
+    let (polls, listings, records, rounds, all) = (p1 - p0, l1 - l0, j1 - j0, r1 - r0, a1 - a0);
+    // Steady running jobs are re-read once per runningRefresh (5 s here), not per round.
+    assert!(
+        records <= 20.0 * 5.0,
+        "{records} record reads in 20 s for 20 steady jobs"
+    );
+    // One state query per round whatever the number of jobs, at most one round per
+    // second (the active interval), no listing of the whole job table, and little else
+    // besides (pings; record reads only for jobs that change; probes are not SLURM).
+    assert!((3.0..=22.0).contains(&rounds), "{rounds} rounds in 20 s");
     // (A round may be in flight at either sample: allow one round's requests each side.)
     assert!(
-        (polls - 2.0 * rounds).abs() <= 2.0,
-        "{polls} poll requests in {rounds} rounds"
+        (polls - rounds).abs() <= 2.0,
+        "{polls} state queries in {rounds} rounds"
     );
     assert!(
-        all - polls <= 25.0,
+        listings <= 1.0,
+        "{listings} full listings in 20 s (only the orphan sweep may list)"
+    );
+    assert!(
+        all - polls - records <= 25.0,
         "{} other requests in 20 s for 20 steady allocations",
-        all - polls
+        all - polls - records
     );
     scope.cleanup(&client).await;
 }
@@ -872,5 +883,44 @@ async fn a_namespace_cannot_choose_root_and_a_jwt_key_needs_an_allow_list() {
     })
     .await;
     assert!(said.is_some(), "controller log:\n{}", ctl.log_tail());
+    scope.cleanup(&client).await;
+}
+
+/// slurmrestd takes the submit and the answer is lost (a proxy answers 502 after the
+/// real server created the job). The controller wrote its claim before submitting, so it
+/// looks for the job, adopts it, and never submits a second one, however often it retries.
+#[tokio::test]
+async fn a_lost_submit_answer_is_adopted_never_submitted_twice() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let proxy = FaultProxy::start(&slurm.url, Fault::BadGateway).await;
+    let behind_proxy = common::SlurmCluster {
+        url: proxy.url.clone(),
+        ..slurm.clone()
+    };
+    let scope = Scope::create(&client, &behind_proxy, "ctl-lost").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    scope
+        .allocation(&client, "once", json!({"cpus": 1, "timeLimit": "20m"}))
+        .await;
+    let ready = wait_alloc(&client, &scope, "once", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    assert_eq!(proxy.submits_forwarded(), 1, "{}", ctl.log_tail());
+    let jobs = slurm_client(&slurm, None)
+        .find_jobs(&format!("slurmlab-{}-once", scope.ns))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].id, job_id(&ready));
+    let (_, out, _) = env.kubectl(
+        User::Admin,
+        &["describe", "computeallocation", "once", "-n", &scope.ns],
+    );
+    assert!(out.contains("Adopted"), "{out}");
     scope.cleanup(&client).await;
 }

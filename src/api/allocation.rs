@@ -240,6 +240,12 @@ pub struct ComputeAllocationStatus {
     /// end reads as Completed, not as a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// The attempt whose job is being submitted, written before the submit: a controller
+    /// that finds it set without a job id (it crashed, or the submit's answer was lost)
+    /// looks for that job in SLURM before submitting again. Without it no lookup is
+    /// needed, so a submit never lists the cluster's job table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_claim: Option<i32>,
     /// Probes of a Ready server that failed in a row (it stays Ready until
     /// a few fail, so one slow answer does not drop every session).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -237,6 +237,10 @@ pub struct Polling {
     /// Interval while some job is queued or starting (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_interval: Option<Duration>,
+    /// How often the full record of a running job is read again, for changes of its
+    /// comment (default 60s). State changes are seen every round regardless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_refresh: Option<Duration>,
     /// Most requests per second to slurmrestd from this controller (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]

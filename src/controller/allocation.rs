@@ -293,16 +293,25 @@ impl<'a> Reconcile<'a> {
             cluster_uid: handle.uid.clone(),
         };
 
-        // The status patch after an earlier submit may have been lost: look first.
-        let existing = match handle.client.find_jobs(&owner.job_name()).await {
-            Ok(jobs) => jobs.into_iter().find(|j| {
-                !j.state.is_finished()
-                    && j.comment
-                        .as_deref()
-                        .and_then(|c| parse_comment(c).owner)
-                        .is_some_and(|o| o.same_object(&owner) && o.attempt == owner.attempt)
-            }),
-            Err(e) => return Ok(self.slurm_unavailable(e)),
+        // An earlier reconcile claimed this attempt and may have submitted it (then
+        // crashed, or lost the answer or the status write): look for its job first. A
+        // fresh attempt is claimed and written before the submit, so it needs no lookup.
+        let attempt = owner.attempt as i32;
+        let existing = if self.status.submit_claim == Some(attempt) {
+            match handle.client.find_jobs(&owner.job_name()).await {
+                Ok(jobs) => jobs.into_iter().find(|j| {
+                    !j.state.is_finished()
+                        && j.comment
+                            .as_deref()
+                            .and_then(|c| parse_comment(c).owner)
+                            .is_some_and(|o| o.same_object(&owner) && o.attempt == owner.attempt)
+                }),
+                Err(e) => return Ok(self.slurm_unavailable(e)),
+            }
+        } else {
+            self.status.submit_claim = Some(attempt);
+            writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status).await?;
+            None
         };
         let (job_id, how) = match existing {
             Some(job) => (job.id, "Adopted"),
@@ -345,6 +354,7 @@ impl<'a> Reconcile<'a> {
         self.event_reason = Some(how);
         self.set_condition(CONDITION_SLURM, true, "Reachable", "slurmrestd answers");
         self.status.slurm = Some(job_status(job_id, None, &user));
+        self.status.submit_claim = None;
         self.status.token_secret = Some(token_secret_name(&self.name));
         self.status.restart_after = None;
         // A new job: idleness is counted from when it is Ready, and nobody cancelled it.

@@ -304,12 +304,23 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
 }
 
 fn poller_config(spec: &SlurmClusterSpec) -> Result<PollerConfig, String> {
-    let mut cfg = PollerConfig::default();
+    let mut cfg = PollerConfig {
+        // A job that reported its endpoint has started: no more reads every round.
+        started: |job| {
+            job.comment
+                .as_deref()
+                .is_some_and(|c| super::identity::parse_comment(c).endpoint.is_some())
+        },
+        ..PollerConfig::default()
+    };
     if let Some(d) = &spec.polling.interval {
         cfg.interval = d.to_std().map_err(|e| e.to_string())?;
     }
     if let Some(d) = &spec.polling.active_interval {
         cfg.active_interval = d.to_std().map_err(|e| e.to_string())?;
+    }
+    if let Some(d) = &spec.polling.running_refresh {
+        cfg.running_refresh = d.to_std().map_err(|e| e.to_string())?;
     }
     Ok(cfg)
 }

@@ -1,19 +1,24 @@
 //! Batched job-state polling: one poller per SLURM cluster keeps the latest record of
-//! every tracked job and publishes changes, with a request count per interval that does
-//! not grow with the number of jobs.
+//! every tracked job and publishes changes. A round costs in proportion to the jobs
+//! slurmlab tracks, never to the cluster's job table (a busy site has tens of thousands
+//! of other people's jobs; slurmctld answers `GET /jobs/?update_time=T` with the WHOLE
+//! table whenever anything changed, so that query is not used here).
 //!
-//! Each round makes (at most) two requests, whatever the number of tracked jobs:
-//! 1. `GET /jobs/?update_time=T`: full records of the jobs that changed since slurmctld's
-//!    time `T` of the previous round (state, reason, node, comment, times, exit code). An
-//!    empty answer means "nothing changed", never "no jobs".
-//! 2. `GET /jobs/state/?job_id=..`: the states of exactly the tracked jobs, to notice
-//!    jobs that are gone from slurmctld (purged after MinJobAge, or lost). A job that
-//!    vanishes after it was seen finished is fine; one that vanishes while it was
-//!    pending or running is reported as [`JobEvent::Vanished`], never as completed.
+//! Each round:
+//! 1. `GET /jobs/state/?job_id=..`: the states of exactly the tracked jobs (one request
+//!    per 200 ids). A job that vanishes after it was seen finished is fine; one that
+//!    vanishes while it was pending or running is reported as [`JobEvent::Vanished`],
+//!    never as completed.
+//! 2. `GET /job/{id}` for the few jobs whose full record is worth reading now (see
+//!    [`records_to_read`]): never seen, state changed, running for less than
+//!    `startup_window` without the record showing it started (its batch script is about
+//!    to write the endpoint into the comment), or last read longer ago than
+//!    `running_refresh`/`pending_refresh`. At most
+//!    `max_records_per_round`; the rest wait for the next round.
 //!
-//! Rounds come every `interval`, or every `active_interval` while a tracked job is
-//! pending or changed recently (a Jupyter server is starting and about to report its
-//! endpoint).
+//! Rounds come every `interval`, or every `active_interval` while a tracked job changed
+//! within `active_window` or has not been read yet. A job that waits in the queue for
+//! hours does not keep the poller fast.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,16 +28,28 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{JobInfo, SlurmApi, SlurmError};
+use super::{JobInfo, JobState, SlurmApi, SlurmError};
 
-/// Poll intervals.
+/// Poll intervals and per-round bounds.
 #[derive(Clone, Copy, Debug)]
 pub struct PollerConfig {
     /// Between rounds while nothing is happening.
     pub interval: Duration,
-    /// Between rounds while some job is pending or changed within `active_window`.
+    /// Between rounds while some job changed within `active_window`.
     pub active_interval: Duration,
     pub active_window: Duration,
+    /// How long after a job starts running its record is read every round.
+    pub startup_window: Duration,
+    /// Re-read the record of a running job at least this often (comment changes).
+    pub running_refresh: Duration,
+    /// Re-read the record of a pending job at least this often (its reason).
+    pub pending_refresh: Duration,
+    /// Most `GET /job/{id}` per round.
+    pub max_records_per_round: usize,
+    /// Whether a running job's record shows it has started (the controller: its
+    /// endpoint is in the comment); until then it is read every round of the startup
+    /// window.
+    pub started: fn(&JobInfo) -> bool,
 }
 
 impl Default for PollerConfig {
@@ -41,6 +58,11 @@ impl Default for PollerConfig {
             interval: Duration::from_secs(10),
             active_interval: Duration::from_secs(1),
             active_window: Duration::from_secs(30),
+            startup_window: Duration::from_secs(120),
+            running_refresh: Duration::from_secs(60),
+            pending_refresh: Duration::from_secs(1800),
+            max_records_per_round: 50,
+            started: |_| false,
         }
     }
 }
@@ -68,16 +90,71 @@ impl JobEvent {
 struct Tracked {
     last: Option<JobInfo>,
     changed_at: Option<Instant>,
+    /// When `last` was read.
+    read_at: Option<Instant>,
+    /// When the job was first seen running.
+    running_since: Option<Instant>,
     vanished: bool,
 }
 
 #[derive(Default)]
 struct State {
     jobs: BTreeMap<u64, Tracked>,
-    /// slurmctld's time of the previous `/jobs/` answer.
-    last_update: Option<i64>,
     last_error: Option<String>,
     rounds: u64,
+}
+
+/// What the planner knows of one tracked job.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen<'a> {
+    pub id: u64,
+    /// The last record read, if any.
+    pub last: Option<&'a JobState>,
+    /// The state this round's batched query reported.
+    pub now: &'a JobState,
+    pub read_ago: Option<Duration>,
+    /// Running for this long without its record showing it started
+    /// ([`PollerConfig::started`]).
+    pub starting_for: Option<Duration>,
+}
+
+/// Which tracked jobs' full records to read this round, most urgent first, at most
+/// `cfg.max_records_per_round`: never read or state changed; then running within the
+/// startup window; then records older than their refresh interval, oldest first.
+/// Finished jobs whose final record was read are never read again.
+pub fn records_to_read(seen: &[Seen<'_>], cfg: &PollerConfig) -> Vec<u64> {
+    let mut urgent = Vec::new();
+    let mut starting = Vec::new();
+    let mut stale = Vec::new();
+    for s in seen {
+        match (s.last, s.read_ago) {
+            (Some(last), Some(ago)) if last == s.now => {
+                if s.now.is_finished() {
+                    continue;
+                }
+                if s.now.is_running() && s.starting_for.is_some_and(|r| r < cfg.startup_window) {
+                    starting.push(s.id);
+                    continue;
+                }
+                let refresh = if s.now.is_running() {
+                    cfg.running_refresh
+                } else {
+                    cfg.pending_refresh
+                };
+                if ago >= refresh {
+                    stale.push((ago, s.id));
+                }
+            }
+            _ => urgent.push(s.id),
+        }
+    }
+    stale.sort_by_key(|s| std::cmp::Reverse(s.0));
+    urgent
+        .into_iter()
+        .chain(starting)
+        .chain(stale.into_iter().map(|(_, id)| id))
+        .take(cfg.max_records_per_round)
+        .collect()
 }
 
 /// The poller of one cluster (see the module docs).
@@ -175,7 +252,7 @@ impl Poller {
         let st = self.lock();
         let now = Instant::now();
         let active = st.jobs.values().any(|t| {
-            t.last.as_ref().is_none_or(|j| j.state.is_pending())
+            t.last.is_none()
                 || t.changed_at
                     .is_some_and(|c| now.duration_since(c) < self.config.active_window)
         });
@@ -204,14 +281,11 @@ impl Poller {
 
     /// One round (see the module docs). Returns the number of events published.
     pub async fn poll_once(&self) -> Result<usize, SlurmError> {
-        let (ids, since) = {
-            let st = self.lock();
-            (st.jobs.keys().copied().collect::<Vec<_>>(), st.last_update)
-        };
+        let ids = self.tracked();
         if ids.is_empty() {
             return Ok(0);
         }
-        let result = self.round(&ids, since).await;
+        let result = self.round(&ids).await;
         if let Some(m) = &self.metrics {
             m.poll_round(self.api.cluster());
         }
@@ -221,38 +295,24 @@ impl Poller {
         result
     }
 
-    async fn round(&self, ids: &[u64], since: Option<i64>) -> Result<usize, SlurmError> {
-        let page = self.api.jobs(since).await?;
-        let states = self.api.job_states(ids).await?;
+    async fn round(&self, ids: &[u64]) -> Result<usize, SlurmError> {
+        let states: BTreeMap<u64, JobState> = self
+            .api
+            .job_states(ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.state))
+            .collect();
         let now = Instant::now();
         let mut events = Vec::new();
-        {
+        let wanted = {
             let mut st = self.lock();
-            for info in page.jobs {
-                let Some(t) = st.jobs.get_mut(&info.id) else {
-                    continue;
-                };
-                if t.last.as_ref() != Some(&info) {
-                    t.changed_at = Some(now);
-                    t.vanished = false;
-                    t.last = Some(info.clone());
-                    events.push(JobEvent::Updated(info));
-                }
-            }
-            let present: std::collections::BTreeSet<u64> = states.iter().map(|s| s.id).collect();
-            let mut missing_records = false;
             for (&id, t) in st.jobs.iter_mut() {
-                if present.contains(&id) {
-                    // A state the incremental query has not shown yet (e.g. a job tracked
-                    // after it last changed): fetch everything next round.
-                    let state = states.iter().find(|s| s.id == id).map(|s| &s.state);
-                    if t.last.as_ref().map(|j| &j.state) != state {
-                        missing_records = true;
-                    }
+                if states.contains_key(&id) || !ids.contains(&id) {
                     continue;
                 }
                 let finished = t.last.as_ref().is_some_and(|j| j.state.is_finished());
-                if !finished && !t.vanished && ids.contains(&id) {
+                if !finished && !t.vanished {
                     t.vanished = true;
                     t.changed_at = Some(now);
                     events.push(JobEvent::Vanished {
@@ -261,15 +321,62 @@ impl Poller {
                     });
                 }
             }
-            st.last_update = if missing_records {
-                None
-            } else {
-                page.last_update.or(since)
-            };
+            let seen: Vec<Seen<'_>> = st
+                .jobs
+                .iter()
+                .filter_map(|(&id, t)| {
+                    Some(Seen {
+                        id,
+                        last: t.last.as_ref().map(|j| &j.state),
+                        now: states.get(&id)?,
+                        read_ago: t.read_at.map(|r| now.duration_since(r)),
+                        starting_for: t
+                            .running_since
+                            .filter(|_| !t.last.as_ref().is_some_and(self.config.started))
+                            .map(|r| now.duration_since(r)),
+                    })
+                })
+                .collect();
+            records_to_read(&seen, &self.config)
+        };
+        // Records one at a time (the client's rate cap spaces them); a failure ends the
+        // round but keeps what was read.
+        let mut failure = None;
+        let mut records = Vec::with_capacity(wanted.len());
+        for id in &wanted {
+            match self.api.job(*id).await {
+                Ok(info) => records.push(info),
+                // Purged between the two queries: the next state query says so.
+                Err(SlurmError::UnknownJob { .. }) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        {
+            let now = Instant::now();
+            let mut st = self.lock();
+            for info in records {
+                let Some(t) = st.jobs.get_mut(&info.id) else {
+                    continue;
+                };
+                t.read_at = Some(now);
+                if info.state.is_running() {
+                    t.running_since.get_or_insert(now);
+                }
+                if t.last.as_ref() != Some(&info) {
+                    t.changed_at = Some(now);
+                    t.vanished = false;
+                    t.last = Some(info.clone());
+                    events.push(JobEvent::Updated(info));
+                }
+            }
         }
         debug!(
             cluster = self.api.cluster(),
             jobs = ids.len(),
+            records = wanted.len(),
             events = events.len(),
             "polled SLURM"
         );
@@ -278,7 +385,10 @@ impl Poller {
             // No subscriber is fine: `latest` still has the record.
             let _ = self.events.send(e);
         }
-        Ok(n)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 }
 
@@ -289,14 +399,13 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// A cluster in memory: `jobs` is what slurmctld knows, `changed` the jobs changed
-    /// since the last `jobs(Some(_))` call.
+    /// A cluster in memory: `jobs` is what slurmctld knows. `state_calls` counts the
+    /// batched state queries, `record_calls` the single-job reads.
     #[derive(Default)]
     struct Fake {
         jobs: Mutex<BTreeMap<u64, JobInfo>>,
-        changed: Mutex<Vec<u64>>,
-        calls: AtomicU64,
-        clock: AtomicU64,
+        state_calls: AtomicU64,
+        record_calls: AtomicU64,
     }
 
     fn job(id: u64, state: &[&str], comment: Option<&str>) -> JobInfo {
@@ -308,11 +417,16 @@ mod tests {
 
     impl Fake {
         fn set(&self, info: JobInfo) {
-            self.changed.lock().unwrap().push(info.id);
             self.jobs.lock().unwrap().insert(info.id, info);
         }
         fn purge(&self, id: u64) {
             self.jobs.lock().unwrap().remove(&id);
+        }
+        fn calls(&self) -> (u64, u64) {
+            (
+                self.state_calls.load(Ordering::SeqCst),
+                self.record_calls.load(Ordering::SeqCst),
+            )
         }
     }
 
@@ -327,11 +441,15 @@ mod tests {
         async fn submit(&self, _: &str, _: &JobSpec) -> Result<u64, SlurmError> {
             unimplemented!()
         }
-        async fn job(&self, _: u64) -> Result<JobInfo, SlurmError> {
-            unimplemented!()
+        async fn job(&self, id: u64) -> Result<JobInfo, SlurmError> {
+            self.record_calls.fetch_add(1, Ordering::SeqCst);
+            let jobs = self.jobs.lock().unwrap();
+            jobs.get(&id)
+                .cloned()
+                .ok_or(SlurmError::UnknownJob { job_id: id })
         }
         async fn job_states(&self, ids: &[u64]) -> Result<Vec<JobStateEntry>, SlurmError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.state_calls.fetch_add(1, Ordering::SeqCst);
             let jobs = self.jobs.lock().unwrap();
             Ok(ids
                 .iter()
@@ -342,23 +460,8 @@ mod tests {
                 })
                 .collect())
         }
-        async fn jobs(&self, since: Option<i64>) -> Result<JobsPage, SlurmError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let t = self.clock.fetch_add(1, Ordering::SeqCst) as i64 + 1;
-            let changed: Vec<u64> = std::mem::take(&mut *self.changed.lock().unwrap());
-            let jobs = self.jobs.lock().unwrap();
-            let list = match since {
-                None => jobs.values().cloned().collect(),
-                Some(_) => changed
-                    .iter()
-                    .filter_map(|id| jobs.get(id))
-                    .cloned()
-                    .collect(),
-            };
-            Ok(JobsPage {
-                jobs: list,
-                last_update: Some(t),
-            })
+        async fn jobs(&self, _: Option<i64>) -> Result<JobsPage, SlurmError> {
+            panic!("the poller never lists the whole job table")
         }
         async fn update_comment(&self, _: &str, _: u64, _: &str) -> Result<(), SlurmError> {
             unimplemented!()
@@ -372,27 +475,47 @@ mod tests {
         std::iter::from_fn(|| events.try_recv().ok()).collect()
     }
 
-    #[tokio::test]
-    async fn two_requests_per_round_whatever_the_number_of_jobs() {
-        for n in [1u64, 10, 100] {
-            let fake = Arc::new(Fake::default());
-            let poller = Poller::new(fake.clone(), PollerConfig::default());
-            for id in 1..=n {
-                fake.set(job(id, &["PENDING"], None));
-                poller.track(id);
-            }
-            for _ in 0..5 {
-                poller.poll_once().await.unwrap();
-            }
-            assert_eq!(fake.calls.load(Ordering::SeqCst), 10, "{n} jobs");
-            assert!(poller.latest(n).is_some());
+    /// Settings under which only state changes cause reads (no startup window, no refresh).
+    fn quiet() -> PollerConfig {
+        PollerConfig {
+            startup_window: Duration::ZERO,
+            running_refresh: Duration::from_secs(3600),
+            pending_refresh: Duration::from_secs(3600),
+            max_records_per_round: 1000,
+            ..PollerConfig::default()
         }
     }
 
     #[tokio::test]
-    async fn reports_every_transition_and_the_comment() {
+    async fn a_round_reads_states_in_one_request_and_records_only_of_changed_jobs() {
+        for n in [1u64, 10, 100] {
+            let fake = Arc::new(Fake::default());
+            let poller = Poller::new(fake.clone(), quiet());
+            for id in 1..=n {
+                fake.set(job(id, &["PENDING"], None));
+                poller.track(id);
+            }
+            poller.poll_once().await.unwrap();
+            assert_eq!(fake.calls(), (1, n), "first round: every record once");
+            for _ in 0..4 {
+                poller.poll_once().await.unwrap();
+            }
+            assert_eq!(fake.calls(), (5, n), "{n} unchanged jobs: states only");
+            fake.set(job(n, &["RUNNING"], None));
+            poller.poll_once().await.unwrap();
+            assert_eq!(fake.calls(), (6, n + 1), "one job changed: one record");
+            assert!(poller.latest(n).unwrap().state.is_running());
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_every_transition_and_the_comment_a_starting_job_writes() {
         let fake = Arc::new(Fake::default());
-        let poller = Poller::new(fake.clone(), PollerConfig::default());
+        let cfg = PollerConfig {
+            started: |j| j.comment.as_deref().is_some_and(|c| c.contains("jupyter=")),
+            ..PollerConfig::default()
+        };
+        let poller = Poller::new(fake.clone(), cfg);
         let mut rx = poller.subscribe();
         fake.set(job(7, &["PENDING"], None));
         poller.track(7);
@@ -400,8 +523,13 @@ mod tests {
         fake.set(job(7, &["RUNNING"], None));
         poller.poll_once().await.unwrap();
         poller.poll_once().await.unwrap(); // nothing changed: no event
+        // Same state, new comment: read because the job started within the startup window.
         fake.set(job(7, &["RUNNING"], Some("jupyter=127.0.0.1:9")));
         poller.poll_once().await.unwrap();
+        // It reported where it runs: no longer starting, so no more reads every round.
+        let (_, records) = fake.calls();
+        poller.poll_once().await.unwrap();
+        assert_eq!(fake.calls().1, records);
         fake.set(job(7, &["COMPLETED"], Some("jupyter=127.0.0.1:9")));
         poller.poll_once().await.unwrap();
         let states: Vec<String> = updated(&mut rx)
@@ -420,6 +548,10 @@ mod tests {
                 "COMPLETED:jupyter=127.0.0.1:9"
             ]
         );
+        // Finished and read: never read again.
+        let (_, records) = fake.calls();
+        poller.poll_once().await.unwrap();
+        assert_eq!(fake.calls().1, records);
     }
 
     #[tokio::test]
@@ -447,48 +579,108 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_empty_incremental_answer_means_no_change() {
+    async fn a_long_running_job_is_re_read_only_after_its_refresh_interval() {
+        let cfg = PollerConfig {
+            startup_window: Duration::ZERO,
+            running_refresh: Duration::from_millis(80),
+            ..PollerConfig::default()
+        };
         let fake = Arc::new(Fake::default());
-        let poller = Poller::new(fake.clone(), PollerConfig::default());
-        fake.set(job(3, &["RUNNING"], None));
+        let poller = Poller::new(fake.clone(), cfg);
+        fake.set(job(3, &["RUNNING"], Some("a")));
         poller.track(3);
         poller.poll_once().await.unwrap();
-        for _ in 0..3 {
-            assert_eq!(poller.poll_once().await.unwrap(), 0);
-        }
-        assert!(poller.latest(3).unwrap().state.is_running());
-        assert!(!poller.vanished(3));
-    }
-
-    #[tokio::test]
-    async fn a_job_tracked_after_it_changed_gets_its_record() {
-        let fake = Arc::new(Fake::default());
-        let poller = Poller::new(fake.clone(), PollerConfig::default());
-        fake.set(job(1, &["RUNNING"], None));
-        poller.track(1);
+        fake.set(job(3, &["RUNNING"], Some("rewritten")));
         poller.poll_once().await.unwrap();
-        fake.set(job(2, &["RUNNING"], Some("c")));
-        poller.poll_once().await.unwrap(); // 2 changed, but is not tracked yet
-        poller.track(2); // e.g. adopted after a restart
-        poller.poll_once().await.unwrap(); // incremental: nothing; the state query sees it
-        poller.poll_once().await.unwrap(); // full listing
-        assert_eq!(poller.latest(2).unwrap().comment.as_deref(), Some("c"));
+        assert_eq!(poller.latest(3).unwrap().comment.as_deref(), Some("a"));
+        tokio::time::sleep(Duration::from_millis(90)).await;
+        poller.poll_once().await.unwrap();
+        assert_eq!(
+            poller.latest(3).unwrap().comment.as_deref(),
+            Some("rewritten")
+        );
     }
 
     #[tokio::test]
-    async fn polls_fast_only_while_something_is_pending_or_changing() {
+    async fn records_per_round_are_capped_and_the_rest_come_next_round() {
+        let cfg = PollerConfig {
+            max_records_per_round: 3,
+            ..quiet()
+        };
+        let fake = Arc::new(Fake::default());
+        let poller = Poller::new(fake.clone(), cfg);
+        for id in 1..=7 {
+            fake.set(job(id, &["PENDING"], None));
+            poller.track(id);
+        }
+        poller.poll_once().await.unwrap();
+        assert_eq!(fake.calls(), (1, 3));
+        poller.poll_once().await.unwrap();
+        poller.poll_once().await.unwrap();
+        assert_eq!(fake.calls(), (3, 7));
+        assert!((1..=7).all(|id| poller.latest(id).is_some()));
+    }
+
+    #[test]
+    fn the_planner_puts_changes_first_then_startups_then_the_stalest() {
+        let (pending, running, done) = (
+            JobState::from_list(&["PENDING"]),
+            JobState::from_list(&["RUNNING"]),
+            JobState::from_list(&["COMPLETED"]),
+        );
+        let cfg = PollerConfig {
+            running_refresh: Duration::from_secs(60),
+            pending_refresh: Duration::from_secs(600),
+            startup_window: Duration::from_secs(120),
+            max_records_per_round: 10,
+            ..PollerConfig::default()
+        };
+        let s = |id, last, now, read: u64, starting: Option<u64>| Seen {
+            id,
+            last,
+            now,
+            read_ago: Some(Duration::from_secs(read)),
+            starting_for: starting.map(Duration::from_secs),
+        };
+        let seen = [
+            s(1, Some(&pending), &pending, 100, None), // fresh enough: no
+            s(2, Some(&running), &running, 70, None),  // stale running
+            s(3, Some(&pending), &running, 1, None),   // changed
+            s(4, Some(&running), &running, 1, Some(10)), // starting
+            s(5, Some(&done), &done, 9999, None),      // finished: never
+            s(6, Some(&pending), &pending, 700, None), // stale pending
+            s(7, Some(&running), &running, 90, Some(500)), // staler, no endpoint yet
+            Seen {
+                read_ago: None,
+                ..s(8, None, &pending, 0, None)
+            }, // never read
+        ];
+        assert_eq!(records_to_read(&seen, &cfg), [3, 8, 4, 6, 7, 2]);
+        let capped = PollerConfig {
+            max_records_per_round: 2,
+            ..cfg
+        };
+        assert_eq!(records_to_read(&seen, &capped), [3, 8]);
+    }
+
+    #[tokio::test]
+    async fn polls_fast_only_while_something_changes_not_while_jobs_wait() {
         let cfg = PollerConfig {
             interval: Duration::from_secs(10),
             active_interval: Duration::from_secs(1),
             active_window: Duration::from_millis(50),
+            ..PollerConfig::default()
         };
         let fake = Arc::new(Fake::default());
         let poller = Poller::new(fake.clone(), cfg);
         assert_eq!(poller.next_delay(), cfg.interval);
         fake.set(job(1, &["PENDING"], None));
         poller.track(1);
+        assert_eq!(poller.next_delay(), cfg.active_interval, "not read yet");
         poller.poll_once().await.unwrap();
-        assert_eq!(poller.next_delay(), cfg.active_interval);
+        assert_eq!(poller.next_delay(), cfg.active_interval, "just seen");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(poller.next_delay(), cfg.interval, "waiting in the queue");
         fake.set(job(1, &["RUNNING"], None));
         poller.poll_once().await.unwrap();
         assert_eq!(poller.next_delay(), cfg.active_interval, "just changed");

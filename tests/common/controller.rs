@@ -79,7 +79,7 @@ impl Scope {
                     // Each test its own notebook root: files of earlier runs never collide.
                     "notebookRoot": format!("$HOME/notebooks/{ns}")
                 },
-                "polling": {"interval": "2s", "activeInterval": "1s", "requestsPerSecond": 20}
+                "polling": {"interval": "2s", "activeInterval": "1s", "runningRefresh": "5s", "requestsPerSecond": 20}
             }
         }))
         .unwrap();
