@@ -44,7 +44,7 @@ test-oldest:
 ## bench: set everything up, run the benchmarks (figures, not pass/fail), stop again.
 bench:
 	@status=0; hack/up.sh || status=$$?; \
-	if [ $$status = 0 ]; then cargo bench --locked --bench slurm --bench controller --bench session --bench gateway || status=$$?; fi; \
+	if [ $$status = 0 ]; then cargo bench --locked --bench slurm --bench controller --bench session --bench gateway --bench site || status=$$?; fi; \
 	hack/down.sh || true; \
 	exit $$status
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Brings up the whole local environment on 127.0.0.1 and writes $SLURMLAB_STATE/env,
-# the one file tests and the demo read:
-#   - Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
-#   - Slurm 24.11 (Debian trixie chroot) and Slurm 26.05 (Debian sid chroot), each with
-#     slurmctld + slurmd + slurmrestd (JWT) and a Jupyter venv for batch jobs
+# Brings up the whole local environment and writes $SLURMLAB_STATE/env, the one file
+# tests and the demo read:
+#   - Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver, kube-controller-manager)
+#   - two SLURM sites, Slurm 24.11 (Debian trixie chroot) and Slurm 26.05 (Debian sid
+#     chroot): each a head host (slurmctld, slurmdbd + MariaDB, slurmrestd with JWT) and
+#     two compute hosts in network namespaces, several users, PrivateData, accounting,
+#     and a Jupyter venv for batch jobs (see docs/testing.md)
 #   - host tools (kubectl) in a cached venv
-# Cold (nothing cached) about 10 minutes on 2 cores; warm about 10 seconds.
+# Cold (nothing cached) about 20 minutes on 2 cores; warm about 10 seconds.
 # Idempotent. Stop everything with hack/down.sh. SLURMLAB_FRESH=1 starts the control plane
 # from an empty etcd (what `make test` does, so no run sees objects of an earlier one).
 LOG_TAG=up

@@ -183,8 +183,9 @@ impl RestClient {
 
     /// One logical request: rate-capped, counted and timed per HTTP attempt. Idempotent
     /// requests are retried on connect errors and 502/503/504; a POST (a submit) never
-    /// is: slurmctld may have accepted the job before the answer was lost, and the next
-    /// reconcile's find-then-submit adopts what got through.
+    /// is: slurmctld may have accepted the job before the answer was lost; the controller
+    /// claimed the attempt in the allocation's status first, so its next reconcile looks
+    /// the job up and adopts what got through.
     async fn send(
         &self,
         operation: &'static str,
@@ -210,7 +211,11 @@ impl RestClient {
             let result = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    match resp.bytes().await {
+                    let body = resp.bytes().await;
+                    if let Ok(b) = &body {
+                        self.metrics.received(&self.cfg.cluster, operation, b.len());
+                    }
+                    match body {
                         Ok(body) if matches!(status.as_u16(), 502..=504) => {
                             Err(SlurmError::Server {
                                 status: status.as_u16(),

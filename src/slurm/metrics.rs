@@ -27,12 +27,13 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
-/// `slurmlab_slurm_requests_total`, `slurmlab_slurm_request_duration_seconds` and
-/// `slurmlab_slurm_poll_rounds_total`.
+/// `slurmlab_slurm_requests_total`, `slurmlab_slurm_request_duration_seconds`,
+/// `slurmlab_slurm_response_bytes_total` and `slurmlab_slurm_poll_rounds_total`.
 #[derive(Clone, Debug)]
 pub struct SlurmMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<OperationLabels, Histogram>,
+    response_bytes: Family<OperationLabels, Counter>,
     rounds: Family<ClusterLabels, Counter>,
 }
 
@@ -43,6 +44,7 @@ impl Default for SlurmMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.002, 2.0, 14))
             }),
+            response_bytes: Family::default(),
             rounds: Family::default(),
         }
     }
@@ -63,8 +65,13 @@ impl SlurmMetrics {
             m.duration.clone(),
         );
         registry.register(
+            "slurmlab_slurm_response_bytes",
+            "Bytes of slurmrestd answer bodies by cluster and operation",
+            m.response_bytes.clone(),
+        );
+        registry.register(
             "slurmlab_slurm_poll_rounds",
-            "Rounds of the batched job-state poller (each makes two requests, whatever the number of jobs)",
+            "Rounds of the job-state poller (one batched state query per 200 tracked jobs, plus records of changed jobs)",
             m.rounds.clone(),
         );
         m
@@ -84,6 +91,15 @@ impl SlurmMetrics {
         self.duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn received(&self, cluster: &str, operation: &str, bytes: usize) {
+        self.response_bytes
+            .get_or_create(&OperationLabels {
+                cluster: cluster.to_owned(),
+                operation: operation.to_owned(),
+            })
+            .inc_by(bytes as u64);
     }
 
     pub fn poll_round(&self, cluster: &str) {

@@ -155,6 +155,11 @@ pub struct ControllerProcess {
 }
 
 impl ControllerProcess {
+    /// The controller's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the controller scoped to `scope`, with extra environment variables.
     pub fn start(env: &Env, scope: &Scope, extra_env: &[(&str, &str)]) -> Self {
         Self::start_as(

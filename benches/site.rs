@@ -1,0 +1,149 @@
+//! `make bench` (site part): what other people's jobs cost the controller. A busy site
+//! holds tens of thousands of jobs that are not ours; the controller's cost must follow
+//! the allocations it tracks, not that number. With ALLOCATIONS allocations tracked on
+//! the sid site (some running Jupyter, the rest queued), and 0 / 5,000 / 20,000 foreign
+//! jobs kept by `hack/foreign-jobs.sh` (held, waiting, and one short job per second
+//! starting and ending), it measures over WINDOW: bytes and requests the controller got
+//! from slurmrestd, its CPU time and RSS. The floor next to it, measured in the same run:
+//! one `GET /jobs/?update_time=T` (what the poller used to fetch every round, since
+//! slurmctld answers it with the whole table whenever anything changed).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::controller::{ControllerProcess, Scope, metric_sum};
+use common::{Env, RawSlurm, User};
+use serde_json::json;
+use slurmlab::api::AllocationPhase;
+
+const ALLOCATIONS: usize = 30;
+const WINDOW: Duration = Duration::from_secs(30);
+const FOREIGN: [usize; 3] = [0, 5_000, 20_000];
+
+fn foreign_jobs(site: &str, args: &[&str]) {
+    let status = Command::new(common::repo_path("hack/foreign-jobs.sh"))
+        .arg(site)
+        .args(args)
+        .status()
+        .expect("running hack/foreign-jobs.sh");
+    assert!(status.success(), "foreign-jobs.sh {args:?} failed");
+}
+
+/// User + system CPU seconds and RSS (MiB) of a process.
+fn cpu_and_rss(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: state is field 0, utime 11, stime 12 (clock ticks of 1/100 s).
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, rss_kib / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("sid");
+    println!(
+        "\nsite bench: Slurm {} ({}), {} compute hosts, {ALLOCATIONS} allocations tracked",
+        slurm.slurm_version,
+        slurm.url,
+        slurm.nodes.len()
+    );
+    let scope = Scope::create(&client, &slurm, "bench-site").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let pid = ctl.pid().expect("controller running");
+    for i in 0..ALLOCATIONS {
+        scope
+            .allocation(&client, &format!("a{i}"), json!({"cpus": 1, "timeLimit": "30m"}))
+            .await;
+    }
+    // Settled: every allocation Ready or Queued.
+    let api = scope.allocations(&client);
+    let settled = common::wait_until_ok(Duration::from_secs(300), || async {
+        let list = api.list(&Default::default()).await.ok()?;
+        let phases: Vec<_> = list
+            .items
+            .iter()
+            .map(|a| a.status.as_ref().map(|s| s.phase).unwrap_or_default())
+            .collect();
+        let done = phases.len() == ALLOCATIONS
+            && phases
+                .iter()
+                .all(|p| matches!(p, AllocationPhase::Ready | AllocationPhase::Queued));
+        done.then(|| phases.iter().filter(|p| **p == AllocationPhase::Ready).count())
+    })
+    .await
+    .expect("the allocations settle within 5 minutes");
+    println!("{settled} Ready, {} queued", ALLOCATIONS - settled);
+
+    let operator = RawSlurm::new(&slurm, slurm.newest_version());
+    println!(
+        "\n{:>8} {:>14} {:>9} {:>10} {:>8} {:>18} {:>8}",
+        "foreign", "bytes/min", "req/min", "CPU s/min", "RSS MiB", "whole table (floor)", "ratio"
+    );
+    let cluster = format!("cluster=\"{}\"", scope.cluster);
+    for n in FOREIGN {
+        let churn = (WINDOW.as_secs() + 20).to_string();
+        foreign_jobs(&slurm.name, &["stop"]);
+        foreign_jobs(&slurm.name, &["start", &n.to_string(), &churn]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let sample = |text: &str| {
+            (
+                metric_sum(text, "slurmlab_slurm_response_bytes_total", &[&cluster]),
+                metric_sum(text, "slurmlab_slurm_requests_total", &[&cluster]),
+            )
+        };
+        let (b0, r0) = sample(&ctl.metrics().await);
+        let (c0, _) = cpu_and_rss(pid);
+        let started = Instant::now();
+        tokio::time::sleep(WINDOW).await;
+        let (b1, r1) = sample(&ctl.metrics().await);
+        let (c1, rss) = cpu_and_rss(pid);
+        let per_min = 60.0 / started.elapsed().as_secs_f64();
+        // The floor: one whole-table answer, as the old poller got every round.
+        let since = common::unix_now() - 5;
+        let t = Instant::now();
+        let (status, table) = operator
+            .call(
+                reqwest::Method::GET,
+                &format!("jobs/?update_time={since}"),
+                None,
+            )
+            .await;
+        let table_bytes = table.to_string().len() as f64;
+        let table_secs = t.elapsed().as_secs_f64();
+        assert_eq!(status, 200, "listing the job table");
+        let bytes_min = (b1 - b0) * per_min;
+        println!(
+            "{:>8} {:>14.0} {:>9.0} {:>10.2} {:>8.0} {:>11.0} B {:>4.1}s {:>8.4}",
+            n,
+            bytes_min,
+            (r1 - r0) * per_min,
+            (c1 - c0) * per_min,
+            rss,
+            table_bytes,
+            table_secs,
+            bytes_min / table_bytes.max(1.0)
+        );
+    }
+    println!(
+        "(ratio: the controller's bytes per minute over ONE whole-table answer; the old \
+         poller fetched one every 1-10 s round)"
+    );
+    foreign_jobs(&slurm.name, &["stop"]);
+    scope.cleanup(&client).await;
+}
