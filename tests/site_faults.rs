@@ -113,10 +113,7 @@ async fn fault_a_dead_compute_host_fails_its_job_and_on_failure_resubmits_elsewh
         .filter(|j| !j.state.is_finished())
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
-    let (_, out, _) = env.kubectl(
-        User::Admin,
-        &["describe", "computeallocation", "survivor", "-n", &scope.ns],
-    );
+    let out = scope.describe(&env, "computeallocation", "survivor");
     assert!(out.contains("resubmitting"), "{out}");
     scope.cleanup(&client).await;
 }

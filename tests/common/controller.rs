@@ -96,6 +96,15 @@ impl Scope {
         }
     }
 
+    /// `kubectl describe KIND NAME` in the scope's namespace, as the admin (events included).
+    pub fn describe(&self, env: &Env, kind: &str, name: &str) -> String {
+        let (_, out, _) = env.kubectl(
+            super::User::Admin,
+            &["describe", kind, name, "-n", &self.ns],
+        );
+        out
+    }
+
     pub fn allocations(&self, client: &Client) -> Api<ComputeAllocation> {
         Api::namespaced(client.clone(), &self.ns)
     }
