@@ -143,18 +143,22 @@ async fn main() {
         let (c1, rss) = cpu_and_rss(pid);
         let per_min = 60.0 / started.elapsed().as_secs_f64();
         // The floor: one whole-table answer, as the old poller got every round.
+        // Bytes as slurmrestd sends them (it indents its JSON), like the metric counts.
         let since = common::unix_now() - 5;
         let t = Instant::now();
-        let (status, table) = operator
-            .call(
-                reqwest::Method::GET,
-                &format!("jobs/?update_time={since}"),
-                None,
-            )
-            .await;
-        let table_bytes = table.to_string().len() as f64;
+        let table = reqwest::Client::new()
+            .get(format!(
+                "{}/slurm/{}/jobs/?update_time={since}",
+                slurm.url, operator.version
+            ))
+            .header("X-SLURM-USER-NAME", &operator.user)
+            .header("X-SLURM-USER-TOKEN", slurm.token())
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("listing the job table");
+        let table_bytes = table.bytes().await.expect("the job table").len() as f64;
         let table_secs = t.elapsed().as_secs_f64();
-        assert_eq!(status, 200, "listing the job table");
         let bytes_min = (b1 - b0) * per_min;
         println!(
             "{:>8} {:>14.0} {:>9.0} {:>10.2} {:>8.0} {:>13.0} B {:>4.1}s {:>14.0} {:>8.4}",

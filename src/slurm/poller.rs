@@ -12,7 +12,8 @@
 //! 2. `GET /job/{id}` for the few jobs whose full record is worth reading now (see
 //!    [`records_to_read`]): never seen, state changed, running for less than
 //!    `startup_window` without the record showing it started (its batch script is about
-//!    to write the endpoint into the comment), or last read longer ago than
+//!    to write the endpoint into the comment), pending without a reason yet, or last
+//!    read longer ago than
 //!    `running_refresh`/`pending_refresh`. At most
 //!    `max_records_per_round`; the rest wait for the next round.
 //!
@@ -116,11 +117,15 @@ pub struct Seen<'a> {
     /// Running for this long without its record showing it started
     /// ([`PollerConfig::started`]).
     pub starting_for: Option<Duration>,
+    /// Pending without a reason yet: slurmctld sets one (Priority, Resources, ...) at its
+    /// next scheduling pass, seconds after the submit.
+    pub awaiting_reason: bool,
 }
 
 /// Which tracked jobs' full records to read this round, most urgent first, at most
 /// `cfg.max_records_per_round`: never read or state changed; then running within the
-/// startup window; then records older than their refresh interval, oldest first.
+/// startup window, or pending without a reason yet; then records older than their
+/// refresh interval, oldest first.
 /// Finished jobs whose final record was read are never read again.
 pub fn records_to_read(seen: &[Seen<'_>], cfg: &PollerConfig) -> Vec<u64> {
     let mut urgent = Vec::new();
@@ -132,7 +137,9 @@ pub fn records_to_read(seen: &[Seen<'_>], cfg: &PollerConfig) -> Vec<u64> {
                 if s.now.is_finished() {
                     continue;
                 }
-                if s.now.is_running() && s.starting_for.is_some_and(|r| r < cfg.startup_window) {
+                let is_starting =
+                    s.now.is_running() && s.starting_for.is_some_and(|r| r < cfg.startup_window);
+                if is_starting || (s.now.is_pending() && s.awaiting_reason) {
                     starting.push(s.id);
                     continue;
                 }
@@ -334,6 +341,7 @@ impl Poller {
                             .running_since
                             .filter(|_| !t.last.as_ref().is_some_and(self.config.started))
                             .map(|r| now.duration_since(r)),
+                        awaiting_reason: t.last.as_ref().is_some_and(|j| j.reason.is_none()),
                     })
                 })
                 .collect();
@@ -408,9 +416,11 @@ mod tests {
         record_calls: AtomicU64,
     }
 
+    /// A job as slurmctld reports it after its first scheduling pass (with a reason).
     fn job(id: u64, state: &[&str], comment: Option<&str>) -> JobInfo {
         JobInfo {
             comment: comment.map(str::to_owned),
+            reason: Some("Priority".to_owned()),
             ..JobInfo::sample(id, state)
         }
     }
@@ -555,6 +565,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queued_job_is_read_until_slurm_gives_its_reason() {
+        let fake = Arc::new(Fake::default());
+        let poller = Poller::new(fake.clone(), quiet());
+        fake.set(JobInfo::sample(4, &["PENDING"])); // just submitted: no reason yet
+        poller.track(4);
+        poller.poll_once().await.unwrap();
+        poller.poll_once().await.unwrap();
+        assert_eq!(fake.calls(), (2, 2), "read again while it has no reason");
+        fake.set(job(4, &["PENDING"], None));
+        poller.poll_once().await.unwrap();
+        assert_eq!(
+            poller.latest(4).unwrap().reason.as_deref(),
+            Some("Priority")
+        );
+        poller.poll_once().await.unwrap();
+        assert_eq!(fake.calls(), (4, 3), "then only on changes");
+    }
+
+    #[tokio::test]
     async fn a_running_job_that_disappears_is_vanished_not_completed() {
         let fake = Arc::new(Fake::default());
         let poller = Poller::new(fake.clone(), PollerConfig::default());
@@ -641,6 +670,7 @@ mod tests {
             now,
             read_ago: Some(Duration::from_secs(read)),
             starting_for: starting.map(Duration::from_secs),
+            awaiting_reason: false,
         };
         let seen = [
             s(1, Some(&pending), &pending, 100, None), // fresh enough: no
@@ -654,8 +684,12 @@ mod tests {
                 read_ago: None,
                 ..s(8, None, &pending, 0, None)
             }, // never read
+            Seen {
+                awaiting_reason: true,
+                ..s(9, Some(&pending), &pending, 1, None)
+            }, // queued, no reason yet
         ];
-        assert_eq!(records_to_read(&seen, &cfg), [3, 8, 4, 6, 7, 2]);
+        assert_eq!(records_to_read(&seen, &cfg), [3, 8, 4, 9, 6, 7, 2]);
         let capped = PollerConfig {
             max_records_per_round: 2,
             ..cfg
