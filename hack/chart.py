@@ -5,8 +5,11 @@ helm-python-sdk): lint it, render it, and keep deploy/ rendered from it.
   chart.py lint                       lint (strict), fail on any error or warning
   chart.py render NAME NS [VALUES]    print the manifests (VALUES: a JSON/YAML file)
   chart.py deploy [--check]           (re)write deploy/base/slurmlab.yaml, or check it is current
-  chart.py install NAME NS KUBECONFIG  helm install (creating NS), as the kubeconfig's user
-  chart.py uninstall NAME NS KUBECONFIG
+  chart.py install NAME NS KUBECONFIG [VALUES]  helm install (creating NS) as the kubeconfig's
+                                      user; with VALUES, waits until every object is ready
+                                      (helm install --wait)
+  chart.py upgrade NAME NS KUBECONFIG VALUES    helm upgrade --wait
+  chart.py uninstall NAME NS KUBECONFIG         helm uninstall --wait (hooks included)
 """
 import json
 import os
@@ -94,15 +97,21 @@ def main(argv):
             return 0
         open(DEPLOY, "w").write(text)
         return 0
-    if cmd in ("install", "uninstall"):
+    if cmd in ("install", "upgrade", "uninstall"):
         name, namespace, kubeconfig = argv[1], argv[2], argv[3]
+        values = load_values(argv[4] if len(argv) > 4 else None)
+        wait = "watcher" if values is not None else None
         with helm.Config(namespace=namespace, kubeconfig_path=kubeconfig) as cfg:
             if cmd == "install":
-                release = cfg.install(CHART, name, {}, create_namespace=True, timeout=120)
-                print(f"release {name}: {release.get('status')}, revision {release.get('revision')}")
+                release = cfg.install(CHART, name, values or {}, create_namespace=True,
+                                      timeout=300, wait=wait)
+            elif cmd == "upgrade":
+                release = cfg.upgrade(CHART, name, values or {}, timeout=300, wait=wait)
             else:
-                cfg.uninstall(name)
+                cfg.uninstall(name, timeout=300, wait="watcher")
                 print(f"release {name}: uninstalled")
+                return 0
+            print(f"release {name}: {release.get('status')}, revision {release.get('revision')}")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

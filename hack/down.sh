@@ -9,6 +9,7 @@ set +e
 if [ -d "$SLURMLAB_STATE/demo/pids" ]; then
   for name in gateway controller; do stop_pid "$name" "$SLURMLAB_STATE/demo/pids" slurmlab; done
 fi
+"$HACK_DIR/node-down.sh"
 "$HACK_DIR/slurm-down.sh" trixie
 "$HACK_DIR/slurm-down.sh" sid
 "$HACK_DIR/kube-down.sh"

@@ -45,9 +45,16 @@ case $ACTION in
     n=$(node_arg "${3:-}")
     ip=$(ip_of "$n")
     op=add; [ "$ACTION" = heal ] && op=del
-    # Blackhole routes on both sides: packets vanish silently, as on a cut link.
+    # Blackhole routes on both sides: packets vanish silently, as on a cut link. On the
+    # node: the host and the pods routed through it, but not the head.
+    ns=$(netns_of "$n")
     ip route "$op" blackhole "$ip/32" 2>/dev/null || [ $op = del ]
-    ip netns exec "$(netns_of "$n")" ip route "$op" blackhole "$HOST_IP/32" 2>/dev/null || [ $op = del ]
+    ip netns exec "$ns" ip route "$op" blackhole "$HOST_IP/32" 2>/dev/null || [ $op = del ]
+    if [ $op = add ]; then
+      ip netns exec "$ns" ip route replace blackhole "$POD_CIDR"
+    else
+      ip netns exec "$ns" ip route replace "$POD_CIDR" via "$HOST_IP"
+    fi
     log "$ACTION $n ($ip) from the Kubernetes side"
     ;;
   *) die "unknown action $ACTION" ;;

@@ -2,6 +2,8 @@
 # The test SLURM site's hosts and network (sourced after lib.sh by slurm-up.sh,
 # slurm-down.sh, site-fault.sh and foreign-jobs.sh): names, addresses, network
 # namespaces, and how a daemon is started "on" a host.
+# shellcheck source=hack/node.sh
+. "$HACK_DIR/node.sh"
 
 # site_vars SUITE: names and addresses of SUITE's site.
 site_vars() {
@@ -68,6 +70,10 @@ site_network_up() {
     ip link set "$veth" master "$BRIDGE" up
     ip netns exec "$ns" ip link set lo up
     ip netns exec "$ns" ip link set eth0 up
+    # Pods (on the Kubernetes node's own bridge) reach the hosts and get their answers
+    # back through the Kubernetes side. Only that network: a default route would turn
+    # lookups of unreachable addresses (DNS) from instant errors into timeouts.
+    ip netns exec "$ns" ip route replace "$POD_CIDR" via "$HOST_IP"
     lines+="${HOST_IPS[$i]} $h"$'\n'
   done
   hosts_block_set "$SUITE" "${lines%$'\n'}"

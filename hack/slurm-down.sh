@@ -9,6 +9,8 @@ LOG_TAG=slurm-$SUITE-down
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=hack/site.sh
 . "$HACK_DIR/site.sh"
+# shellcheck source=hack/chroot.sh
+. "$HACK_DIR/chroot.sh"
 site_vars "$SUITE"
 set +e
 [ -d "$STATE_DIR" ] || exit 0
@@ -41,10 +43,5 @@ for h in "${HOSTS[@]}"; do
 done
 sleep 0.2
 site_network_down
-if [ -s "$STATE_DIR/mounts" ]; then
-  tac "$STATE_DIR/mounts" | while read -r m; do
-    mountpoint -q "$m" && { umount "$m" || umount -l "$m"; }
-  done
-  rm -f "$STATE_DIR/mounts"
-fi
+MOUNTS=$STATE_DIR/mounts chroot_unmount_all
 exit 0

@@ -34,10 +34,11 @@ LOG_TAG=slurm-$SUITE
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=hack/site.sh
 . "$HACK_DIR/site.sh"
+# shellcheck source=hack/chroot.sh
+. "$HACK_DIR/chroot.sh"
 site_vars "$SUITE"
 
 ROOT=$SLURMLAB_CACHE/chroot-$SUITE
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 JOB_USERS=(slurmjob alice bob carol dave eve)
 REST_USER=slurmrestd
 JUPYTER_VENV=/opt/jupyter
@@ -50,52 +51,13 @@ mkdir -p "$STATE_DIR" "$PIDS"
 echo "$ROOT" >"$STATE_DIR/chroot"
 
 # Every mount is recorded in STATE/mounts so slurm-down.sh undoes exactly what we did.
-mount_once() {
-  local dst=$1; shift
-  mkdir -p "$dst"
-  mountpoint -q "$dst" && return 0
-  mount "$@" "$dst"
-  echo "$dst" >>"$STATE_DIR/mounts"
-}
-mount_runtime() {
-  mount_once "$ROOT/proc" -t proc proc
-  mount_once "$ROOT/sys" -t sysfs sysfs
-  mount_once "$ROOT/dev" --bind /dev
-  mount_once "$ROOT/dev/pts" --bind /dev/pts
-}
+MOUNTS=$STATE_DIR/mounts
 inroot() { chroot "$ROOT" "$@"; }
 
 # ------------------------------------------------------------ cached chroot --
-# The marker holds the package list, so adding a package here installs it on the next run.
 PACKAGES=(slurmctld slurmd slurmdbd slurmrestd slurm-client munge slurm-wlm-jwt-plugin libjwt2
   mariadb-server util-linux curl ca-certificates python3-venv procps iproute2)
-if [ "$(cat "$ROOT/.slurm-ready" 2>/dev/null)" != "${PACKAGES[*]}" ]; then
-  apt_install debootstrap
-  if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
-    log "debootstrap $SUITE -> $ROOT (about a minute)"
-    rm -rf "$ROOT"
-    debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >&2
-  fi
-  # Maintainer scripts must never start services inside the chroot.
-  printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
-  chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
-  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-  # sid's Release carries Valid-Until; a mirror snapshot older than the clock makes
-  # `apt-get update` fail with "Release file ... is expired". Stable suites have none.
-  if grep -qs '^Valid-Until:' "$ROOT"/var/lib/apt/lists/*Release; then
-    echo 'Acquire::Check-Valid-Until "false";' >"$ROOT/etc/apt/apt.conf.d/99no-check-valid-until"
-  fi
-  mount_runtime
-  log "installing Slurm and MariaDB into the chroot"
-  inroot env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  inroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${PACKAGES[@]}" >&2
-  inroot apt-get clean
-  echo "${PACKAGES[*]}" >"$ROOT/.slurm-ready"
-fi
-mount_runtime
-chmod 1777 "$ROOT/tmp"
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+chroot_ensure "$ROOT" "$SUITE" "${PACKAGES[@]}"
 
 # The host's extra CA certificates (egress proxies) so pip inside trusts the same registries.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
@@ -136,7 +98,7 @@ site_network_up
 cp /etc/hosts "$ROOT/etc/hosts"
 
 # ------------------------------------------------- state dir in the chroot --
-mount_once "$ROOT$STATE_DIR" --bind "$STATE_DIR"
+chroot_mount "$ROOT$STATE_DIR" --bind "$STATE_DIR"
 mkdir -p "$ETC" "$RUN" "$LOGS" "$STATE_DIR/spool/ctld" "$STATE_DIR/spool/dbd" "$MUNGE"
 chmod 0755 "$SLURMLAB_STATE" "$STATE_DIR" "$ETC" "$RUN" "$LOGS"
 chmod 0700 "$STATE_DIR/spool/ctld" "$STATE_DIR/spool/dbd"
