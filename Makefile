@@ -14,7 +14,7 @@ KUBE_VERSION ?= 1.36.3
 KUBE_OLDEST ?= 1.33.13
 export SLURMLAB_CACHE SLURMLAB_STATE CARGO_TARGET_DIR KUBE_VERSION
 
-.PHONY: all build test test-oldest test-unit test-integration bench lint crds docs deploy release up down demo clean-cache
+.PHONY: all build image test test-oldest test-unit test-integration bench lint crds docs deploy release up down demo clean-cache
 
 all: build
 
@@ -25,6 +25,11 @@ build:
 up:
 	hack/up.sh
 
+## image: build the slurmlab image (release build, OCI layout) and push it to the local
+## registry of the running environment (hack/image.sh).
+image:
+	hack/image.sh
+
 ## down: stop everything the environment started.
 down:
 	hack/down.sh
@@ -33,6 +38,7 @@ down:
 test:
 	@set -o pipefail; status=0; \
 	SLURMLAB_FRESH=1 hack/up.sh || status=$$?; \
+	if [ $$status = 0 ]; then hack/image.sh >/dev/null || status=$$?; fi; \
 	if [ $$status = 0 ]; then $(MAKE) --no-print-directory lint test-unit test-integration || status=$$?; fi; \
 	hack/down.sh || true; \
 	exit $$status

@@ -5,11 +5,10 @@ helm-python-sdk): lint it, render it, and keep deploy/ rendered from it.
   chart.py lint                       lint (strict), fail on any error or warning
   chart.py render NAME NS [VALUES]    print the manifests (VALUES: a JSON/YAML file)
   chart.py deploy [--check]           (re)write deploy/base/slurmlab.yaml, or check it is current
-  chart.py install NAME NS KUBECONFIG [VALUES]  helm install (creating NS) as the kubeconfig's
-                                      user; with VALUES, waits until every object is ready
-                                      (helm install --wait)
-  chart.py upgrade NAME NS KUBECONFIG VALUES    helm upgrade --wait
-  chart.py uninstall NAME NS KUBECONFIG         helm uninstall --wait (hooks included)
+  chart.py install NAME NS KUBECONFIG [VALUES] [--wait]  helm install (creating NS) as the
+                                      kubeconfig's user; --wait: until every object is ready
+  chart.py upgrade NAME NS KUBECONFIG VALUES [--wait]    helm upgrade
+  chart.py uninstall NAME NS KUBECONFIG                  helm uninstall --wait (hooks included)
 """
 import json
 import os
@@ -26,7 +25,7 @@ HEADER = (
 )
 
 
-def render(name, namespace, values=None):
+def render(name, namespace, values=None, hooks=True):
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values or {})
         manifests = chart.render(values or {}, name=name, namespace=namespace, is_install=True)
@@ -36,6 +35,9 @@ def render(name, namespace, values=None):
             continue
         for doc in manifests[path].split("\n---"):
             body = "\n".join(l for l in doc.splitlines() if l.strip() != "---").strip()
+            # Plain manifests have no hooks: `kubectl apply` would run an uninstall Job at once.
+            if not hooks and "helm.sh/hook:" in body:
+                continue
             if body and any(not l.lstrip().startswith("#") for l in body.splitlines()):
                 docs.append(f"# Source: {os.path.relpath(path, 'slurmlab')}\n{body}\n")
     return "---\n".join(docs)
@@ -53,7 +55,7 @@ def main(argv):
         return 2
     cmd = argv[0]
     if cmd == "lint":
-        report = helm.lint(CHART, strict=True, kube_version="v1.33.0")
+        report = helm.lint(CHART, strict=True, kube_version="v1.36.0")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         for m in report.get("messages", []):
             print(f"lint: {m.get('path')}: {m.get('error')}")
@@ -74,10 +76,16 @@ def main(argv):
         text = render("all", "slurmlab-system", everything)
         kinds = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("kind:")]
         for kind, count in [("PodDisruptionBudget", 1), ("NetworkPolicy", 2), ("ServiceMonitor", 1),
-                            ("SlurmCluster", 1), ("Deployment", 2), ("ConfigMap", 2)]:
+                            ("SlurmCluster", 1), ("Deployment", 2), ("ConfigMap", 2), ("Job", 1)]:
             if kinds.count(kind) != count:
                 print(f"lint: with every option on, expected {count} {kind}, rendered {kinds.count(kind)}")
                 return 1
+        # Values given as JSON (helm --set-json, the Python SDK) arrive as floats: numbers
+        # must still render as integers, never 1.048576e+07.
+        big = render("num", "slurmlab-system", {"gateway": {"uploadLimitBytes": 10485760}})
+        if "--upload-limit-bytes=10485760" not in big or "e+0" in big:
+            print("lint: a large number renders in float notation; use `int` in the template")
+            return 1
         if '"uid": "slurmlab"' not in text:
             print("lint: the Grafana dashboard is missing from its ConfigMap")
             return 1
@@ -88,7 +96,7 @@ def main(argv):
         sys.stdout.write(render(name, namespace, values))
         return 0
     if cmd == "deploy":
-        text = HEADER + render("slurmlab", "slurmlab-system")
+        text = HEADER + render("slurmlab", "slurmlab-system", hooks=False)
         if "--check" in argv:
             current = open(DEPLOY).read() if os.path.exists(DEPLOY) else ""
             if current != text:
@@ -99,8 +107,9 @@ def main(argv):
         return 0
     if cmd in ("install", "upgrade", "uninstall"):
         name, namespace, kubeconfig = argv[1], argv[2], argv[3]
-        values = load_values(argv[4] if len(argv) > 4 else None)
-        wait = "watcher" if values is not None else None
+        wait = "watcher" if "--wait" in argv else None
+        rest = [a for a in argv[4:] if a != "--wait"]
+        values = load_values(rest[0] if rest else None)
         with helm.Config(namespace=namespace, kubeconfig_path=kubeconfig) as cfg:
             if cmd == "install":
                 release = cfg.install(CHART, name, values or {}, create_namespace=True,

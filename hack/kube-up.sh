@@ -141,7 +141,7 @@ start kube-controller-manager "$CONTROLLER_MANAGER" \
   --authentication-kubeconfig "$DIR/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig "$DIR/kube-controller-manager.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
-  --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,pod-garbage-collector-controller,clusterrole-aggregation-controller,node-lifecycle-controller \
+  --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,pod-garbage-collector-controller,clusterrole-aggregation-controller,node-lifecycle-controller,job-controller \
   --service-account-private-key-file "$CERTS/sa.key" --root-ca-file "$CERTS/ca.crt" \
   --cert-dir "$CERTS/kcm"
 # It is ready once it has created the default ServiceAccount in a namespace.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stops what hack/node-up.sh started: the kubelet and kube-proxy first, then every pod
 # process (the kubelet's kubepods cgroups hold exactly those), containerd and its shims,
-# the registry and DNS; removes kube-proxy's nftables tables, the pod bridge and what was
-# mounted, and restores ip_forward.
+# the registry and DNS; removes kube-proxy's rules, the pod bridge and what was
+# mounted, and restores ip_forward. --purge also removes its state (images, pods' data).
 LOG_TAG=node-down
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -35,16 +35,31 @@ sleep 0.3
 for h in /sys/fs/cgroup/*/; do
   [ -d "$h/kubepods" ] && find "$h/kubepods" -depth -type d -exec rmdir {} + 2>/dev/null
 done
-if [ -x "$NODE_ROOT/usr/sbin/nft" ]; then
-  for family in ip ip6; do
-    chroot "$NODE_ROOT" nft list table "$family" kube-proxy >/dev/null 2>&1 &&
-      chroot "$NODE_ROOT" nft delete table "$family" kube-proxy
-  done
+# kube-proxy's own cleanup removes its rules (iptables and nftables alike).
+kube_bin=$(cat "$NODE_DIR/kube-bin" 2>/dev/null)
+if [ -n "$kube_bin" ] && [ -x "$kube_bin/kube-proxy" ] && mountpoint -q "$NODE_ROOT$kube_bin"; then
+  chroot "$NODE_ROOT" "$kube_bin/kube-proxy" --cleanup >/dev/null 2>&1
 fi
+# ...except the localnet guard its iptables mode adds to INPUT and OUTPUT.
+for ipt in iptables ip6tables; do
+  [ -x "$NODE_ROOT/usr/sbin/$ipt" ] || continue
+  for chain in INPUT OUTPUT; do
+    while chroot "$NODE_ROOT" "$ipt" -w -D "$chain" -j KUBE-FIREWALL 2>/dev/null; do :; done
+  done
+  chroot "$NODE_ROOT" "$ipt" -w -F KUBE-FIREWALL 2>/dev/null
+  chroot "$NODE_ROOT" "$ipt" -w -X KUBE-FIREWALL 2>/dev/null
+done
 ip link show "$POD_BRIDGE" >/dev/null 2>&1 && ip link delete "$POD_BRIDGE"
 chroot_unmount_all
 if [ -s "$NODE_DIR/ip_forward.orig" ]; then
   sysctl -qw "net.ipv4.ip_forward=$(cat "$NODE_DIR/ip_forward.orig")"
   rm -f "$NODE_DIR/ip_forward.orig"
+fi
+if [ "${1:-}" = --purge ]; then
+  if grep -qs "$NODE_DIR" /proc/mounts; then
+    log "something under $NODE_DIR is still mounted; not removing it"
+  else
+    rm -rf "$NODE_DIR"
+  fi
 fi
 exit 0

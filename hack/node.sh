@@ -15,9 +15,9 @@ REGISTRY=127.0.0.1:15000
 NODE_DIR=$SLURMLAB_STATE/node
 NODE_ROOT=$SLURMLAB_CACHE/chroot-node
 # containerd 2.x, runc and the CNI plugins from Debian sid (bookworm's containerd is 1.6);
-# nftables for kube-proxy's nftables mode and the portmap plugin.
-NODE_PACKAGES=(containerd runc containernetworking-plugins nftables iproute2 util-linux mount
-  procps ca-certificates)
+# iptables (its nf_tables backend) for kube-proxy, nftables for the portmap plugin.
+NODE_PACKAGES=(containerd runc containernetworking-plugins nftables iptables iproute2 util-linux
+  mount procps ca-certificates)
 
 # node_address_up / node_address_down: the node's address.
 node_address_up() {

@@ -41,6 +41,7 @@ for i in "${!pids[@]}"; do
 done
 [ $failed = 0 ] || die "the environment did not come up (see above)"
 if [ "${SLURMLAB_FRESH:-}" = 1 ]; then
+  "$HACK_DIR/node-down.sh" --purge
   "$HACK_DIR/kube-down.sh" --purge
 fi
 "$HACK_DIR/kube-up.sh"

@@ -22,6 +22,9 @@ enum Command {
     Controller(slurmlab::controller::ControllerArgs),
     /// Run the MCP gateway for agents (stdio or Streamable HTTP).
     Gateway(slurmlab::gateway::GatewayArgs),
+    /// Delete the sessions and allocations the controller manages and wait until their
+    /// SLURM jobs are cancelled (the chart's pre-delete hook runs this).
+    Uninstall(slurmlab::controller::uninstall::UninstallArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -48,6 +51,11 @@ fn main() -> ExitCode {
         }),
         Command::Gateway(args) => serve(|| async {
             slurmlab::gateway::run(args)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        Command::Uninstall(args) => serve(|| async {
+            slurmlab::controller::uninstall::run(args)
                 .await
                 .map_err(|e| e.to_string())
         }),

@@ -95,7 +95,20 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
     let release_ns = format!("chart-{}", common::random_suffix());
     let release = format!("r{}", common::random_suffix());
 
-    // A real Helm install (Helm v4's engine) into the API server, as the admin.
+    // A real Helm install (Helm v4's engine) into the API server, as the admin. Its pods
+    // must not run: this test runs the binaries on the host under the chart's identities
+    // (the_chart_runs_as_pods... runs them as pods).
+    let values = std::env::temp_dir().join(format!("slurmlab-values-{release}.json"));
+    let nowhere = json!({"slurmlab.io/no-such-node": "true"});
+    std::fs::write(
+        &values,
+        json!({
+            "controller": {"nodeSelector": nowhere, "uninstallCleanup": {"enabled": false}},
+            "gateway": {"nodeSelector": nowhere}
+        })
+        .to_string(),
+    )
+    .unwrap();
     let (ok, out, err) = chart_py(
         &env,
         &[
@@ -103,8 +116,10 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
             &release,
             &release_ns,
             env.kubeconfig(User::Admin),
+            &values.to_string_lossy(),
         ],
     );
+    let _ = std::fs::remove_file(&values);
     assert!(ok, "helm install failed:\n{out}{err}");
     assert!(out.contains(": deployed"), "{out}");
     // The plain manifests (and the example overlay) are accepted by the API server too.
@@ -254,5 +269,340 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
         ],
     );
     assert!(ok, "helm uninstall failed:\n{out}{err}");
+    common::delete_namespace(&admin, &release_ns).await;
+}
+
+/// The last lines of every controller pod's log, for failure messages.
+fn controller_logs(env: &Env, ns: &str) -> String {
+    let (_, out, err) = env.kubectl(
+        User::Admin,
+        &[
+            "logs",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/component=controller",
+            "--tail=40",
+            "--prefix",
+        ],
+    );
+    format!("{out}{err}")
+}
+
+/// Live (not yet finished) SLURM jobs whose name is `name`, as the operator sees them.
+fn live_jobs(slurm: &common::SlurmCluster, name: &str) -> Vec<String> {
+    slurm
+        .command(&["squeue", "-h", "-o", "%i %j", "-t", "PD,R,CG"])
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(name))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Waits until the allocation is Ready; fails with its status and the controllers' logs.
+async fn ready_allocation(
+    env: &Env,
+    admin: &kube::Client,
+    scope: &Scope,
+    release_ns: &str,
+    name: &str,
+) -> slurmlab::api::ComputeAllocation {
+    let api = scope.allocations(admin);
+    let found = common::wait_until_ok(std::time::Duration::from_secs(180), || async {
+        let a = api.get(name).await.ok()?;
+        (common::controller::phase(&a) == slurmlab::api::AllocationPhase::Ready).then_some(a)
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} never became Ready:\n{}\ncontrollers:\n{}",
+            scope.describe(env, "computeallocation", name),
+            controller_logs(env, release_ns)
+        )
+    })
+}
+
+/// Pod names in `ns` with `component`, and whether every one of them is Ready.
+async fn pods(admin: &kube::Client, ns: &str, component: &str) -> (Vec<String>, bool) {
+    use k8s_openapi::api::core::v1::Pod;
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/component={component}"));
+    let list = Api::<Pod>::namespaced(admin.clone(), ns)
+        .list(&lp)
+        .await
+        .unwrap();
+    let ready = list.items.iter().all(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    });
+    let names = list
+        .items
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    (names, ready)
+}
+
+/// The chart as an admin installs it: `helm install` of the locally built image (hack/image.sh)
+/// onto the real node, the controller (2 replicas, leader election) and the gateway running
+/// as pods through their probes, an agent session through the gateway's Service, an
+/// upgrade that rolls the pods, the leader killed mid-reconcile, and an uninstall that
+/// leaves no SLURM job behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+    let env = Env::load();
+    let admin = env.client(User::Admin).await;
+    common::install_crds(&admin).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&admin, &slurm, "pods").await;
+    let suffix = common::random_suffix();
+    let release_ns = format!("pods-{suffix}");
+    let release = format!("p{suffix}");
+    let head = slurm
+        .url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut values = json!({
+        "image": {"repository": env.get("SLURMLAB_IMAGE_REPOSITORY"), "tag": env.get("SLURMLAB_IMAGE_TAG")},
+        "logging": {"format": "text"},
+        "controller": {
+            "replicas": 2,
+            // This release manages the test's namespace and cluster only: other tests run
+            // their own controllers beside it.
+            "watchNamespace": scope.ns,
+            "clusterSelector": format!("slurmlab.io/test={}", scope.id),
+        },
+        "gateway": {"defaultNamespace": scope.ns, "cluster": scope.cluster},
+        "networkPolicy": {
+            "enabled": true,
+            "apiServerCIDRs": [format!("{}/32", env.get("KUBE_NODE_IP")), "10.0.0.1/32"],
+            "slurmrestdCIDRs": [format!("{head}/32")],
+            "computeCIDRs": ["172.30.0.0/16"]
+        }
+    });
+    let values_file = std::env::temp_dir().join(format!("slurmlab-values-{suffix}.json"));
+    std::fs::write(&values_file, values.to_string()).unwrap();
+    let values_path = values_file.to_string_lossy().into_owned();
+    let admin_kc = env.kubeconfig(User::Admin).to_owned();
+
+    // helm install --wait: every Deployment rolled out through its real probes.
+    let (ok, out, err) = chart_py(
+        &env,
+        &[
+            "install",
+            &release,
+            &release_ns,
+            &admin_kc,
+            &values_path,
+            "--wait",
+        ],
+    );
+    assert!(
+        ok,
+        "helm install failed:\n{out}{err}\n{}",
+        controller_logs(&env, &release_ns)
+    );
+    let (controllers, ready) = pods(&admin, &release_ns, "controller").await;
+    assert_eq!(controllers.len(), 2, "{controllers:?}");
+    assert!(ready, "controller pods not Ready");
+    let (gateways, ready) = pods(&admin, &release_ns, "gateway").await;
+    assert!(gateways.len() == 1 && ready, "gateway pods {gateways:?}");
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &release_ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(pdbs.items.len(), 1, "a PDB for two controller replicas");
+    let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &release_ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        policies.items.len(),
+        2,
+        "the API server accepts both NetworkPolicies"
+    );
+    // The image runs as the Containerfile says: non-root, read-only root file system.
+    let pod = Api::<Pod>::namespaced(admin.clone(), &release_ns)
+        .get(&controllers[0])
+        .await
+        .unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_user),
+        Some(65532)
+    );
+    assert_eq!(
+        spec.containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem),
+        Some(true)
+    );
+
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "slurmlab-users", "namespace": scope.ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-slurmlab-user")},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &scope.ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    // The controller pod reconciles an allocation into a real SLURM job.
+    scope.allocation(&admin, "held", json!({})).await;
+    let held = ready_allocation(&env, &admin, &scope, &release_ns, "held").await;
+    let held_job = common::controller::job_id(&held);
+    let held_name = format!("slurmlab-{}-held", scope.ns);
+    assert_eq!(live_jobs(&slurm, &held_name), vec![held_job.to_string()]);
+
+    // An agent session from this host through the gateway's Service (kube-proxy).
+    let svc = Api::<Service>::namespaced(admin.clone(), &release_ns)
+        .get(&format!("{release}-slurmlab-gateway"))
+        .await
+        .unwrap();
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    let alice = Mcp::http(
+        &format!("http://{ip}:8000/mcp"),
+        Some(&user_token(&env, "alice")),
+    )
+    .await
+    .unwrap();
+    let started = alice
+        .call("start_new_session", json!({"experiment_name": "pods"}))
+        .await;
+    assert_ne!(
+        started.is_error,
+        Some(true),
+        "{}\n{}",
+        text(&started),
+        controller_logs(&env, &release_ns)
+    );
+    let sid = started.structured_content.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = alice
+        .call("execute_code", json!({"session_id": sid, "code": "1+1"}))
+        .await;
+    assert_eq!(text(&r), "2\n");
+    let plot = alice
+        .call("execute_code", json!({"session_id": sid, "code":
+            "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()"}))
+        .await;
+    let image = plot
+        .content
+        .iter()
+        .find_map(|c| c.as_image())
+        .expect("an image block");
+    assert_eq!(image.mime_type, "image/png");
+    alice
+        .ok("shutdown_session", json!({"session_id": sid}))
+        .await;
+    drop(alice);
+
+    // helm upgrade with a changed value rolls every pod; the allocation keeps its job.
+    values["logging"]["level"] = json!("info,slurmlab=debug");
+    std::fs::write(&values_file, values.to_string()).unwrap();
+    let (ok, out, err) = chart_py(
+        &env,
+        &[
+            "upgrade",
+            &release,
+            &release_ns,
+            &admin_kc,
+            &values_path,
+            "--wait",
+        ],
+    );
+    assert!(ok, "helm upgrade failed:\n{out}{err}");
+    let rolled = common::wait_until_ok(std::time::Duration::from_secs(120), || async {
+        let (now, ready) = pods(&admin, &release_ns, "controller").await;
+        (ready && now.len() == 2 && now.iter().all(|p| !controllers.contains(p))).then_some(now)
+    })
+    .await
+    .expect("the controller pods were replaced by the upgrade");
+    let after = ready_allocation(&env, &admin, &scope, &release_ns, "held").await;
+    assert_eq!(
+        common::controller::job_id(&after),
+        held_job,
+        "the upgrade kept the job"
+    );
+    assert_eq!(after.status.as_ref().unwrap().restarts, 0);
+    assert_eq!(
+        live_jobs(&slurm, &held_name),
+        vec![held_job.to_string()],
+        "no second job"
+    );
+
+    // The leader pod deleted right after a new allocation was created.
+    scope.allocation(&admin, "second", json!({})).await;
+    // The leader among the new pods (the old one released the lease when it stopped).
+    let leases = Api::<Lease>::namespaced(admin.clone(), &release_ns);
+    let lease_name = format!("{release}-slurmlab-controller");
+    let leader = common::wait_until_ok(std::time::Duration::from_secs(60), || async {
+        let holder = leases.get(&lease_name).await.ok()?.spec?.holder_identity?;
+        rolled
+            .iter()
+            .find(|p| holder.starts_with(&format!("{p}-")))
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("none of {rolled:?} took the leader lease"));
+    Api::<Pod>::namespaced(admin.clone(), &release_ns)
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = ready_allocation(&env, &admin, &scope, &release_ns, "second").await;
+    let second_name = format!("slurmlab-{}-second", scope.ns);
+    assert_eq!(
+        live_jobs(&slurm, &second_name),
+        vec![common::controller::job_id(&second).to_string()],
+        "one job for the allocation whose reconcile lost its leader"
+    );
+    assert_eq!(live_jobs(&slurm, &held_name), vec![held_job.to_string()]);
+
+    // helm uninstall: the pre-delete hook releases everything; no SLURM job is left.
+    let (ok, out, err) = chart_py(&env, &["uninstall", &release, &release_ns, &admin_kc]);
+    assert!(
+        ok,
+        "helm uninstall failed:\n{out}{err}\n{}",
+        controller_logs(&env, &release_ns)
+    );
+    let prefix = format!("slurmlab-{}-", scope.ns);
+    let left = common::wait_until_ok(std::time::Duration::from_secs(60), || async {
+        let jobs: Vec<String> = slurm
+            .command(&["squeue", "-h", "-o", "%j", "-t", "PD,R"])
+            .lines()
+            .filter(|j| j.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
+        jobs.is_empty().then_some(())
+    })
+    .await;
+    assert!(left.is_some(), "SLURM jobs left after helm uninstall");
+    let allocations = scope
+        .allocations(&admin)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        allocations.items.is_empty(),
+        "allocations left after helm uninstall"
+    );
+
+    let _ = std::fs::remove_file(&values_file);
+    scope.cleanup(&admin).await;
     common::delete_namespace(&admin, &release_ns).await;
 }

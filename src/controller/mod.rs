@@ -16,6 +16,7 @@ mod orphans;
 pub mod request;
 pub mod script;
 mod session;
+pub mod uninstall;
 mod writes;
 
 use std::net::SocketAddr;

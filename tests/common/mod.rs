@@ -50,8 +50,11 @@ impl Env {
                 path.display()
             )
         });
+        // hack/image.sh writes the image it pushed next to it (`make image`).
+        let image = std::fs::read_to_string(path.with_file_name("image.env")).unwrap_or_default();
         let vars = text
             .lines()
+            .chain(image.lines())
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -63,8 +66,13 @@ impl Env {
     pub fn get(&self, key: &str) -> &str {
         self.vars.get(key).map(String::as_str).unwrap_or_else(|| {
             panic!(
-                "{key} is missing from {}; re-run `make up`",
-                self.path.display()
+                "{key} is missing from {}; re-run `make up`{}",
+                self.path.display(),
+                if key.starts_with("SLURMLAB_IMAGE") {
+                    " and `make image`"
+                } else {
+                    ""
+                }
             )
         })
     }
