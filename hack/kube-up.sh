@@ -102,13 +102,7 @@ for u in admin alice bob system:kube-controller-manager system:node:$NODE_NAME s
 done
 
 # ------------------------------------------------------------------ processes --
-start() { # NAME CMD...: start in its own session, record the PID
-  local name=$1; shift
-  if pid_alive "$name" "$PIDS" "$DIR"; then return; fi
-  log "starting $name"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name.pid"
-}
+start() { start_recorded "$1" "$DIR" "${@:2}"; }
 show_logs() { tail -n 40 "$LOGS"/*.log >&2 || true; }
 
 start etcd "$ETCD" --name slurmlab --data-dir "$DIR/etcd" \

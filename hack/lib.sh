@@ -47,6 +47,17 @@ pid_alive() {
     tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qF -- "$mark"
 }
 
+# start_recorded NAME DIR CMD...: unless DIR/pids/NAME.pid is alive (marked with DIR),
+# start CMD in its own session, logging to DIR/log/NAME.log, and record its PID.
+start_recorded() {
+  local name=$1 dir=$2; shift 2
+  if pid_alive "$name" "$dir/pids" "$dir"; then return; fi
+  log "starting $name"
+  mkdir -p "$dir/pids" "$dir/log"
+  setsid "$@" >>"$dir/log/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/pids/$name.pid"
+}
+
 # stop_pid NAME DIR: SIGTERM the recorded process, SIGKILL after 10 s, forget it.
 stop_pid() {
   local name=$1 dir=$2 pid

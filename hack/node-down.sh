@@ -40,14 +40,24 @@ kube_bin=$(cat "$NODE_DIR/kube-bin" 2>/dev/null)
 if [ -n "$kube_bin" ] && [ -x "$kube_bin/kube-proxy" ] && mountpoint -q "$NODE_ROOT$kube_bin"; then
   chroot "$NODE_ROOT" "$kube_bin/kube-proxy" --cleanup >/dev/null 2>&1
 fi
-# ...except the localnet guard its iptables mode adds to INPUT and OUTPUT.
+# ...except a few chains it and the kubelet leave (KUBE-FIREWALL, KUBE-KUBELET-CANARY,
+# KUBE-IPTABLES-HINT): every KUBE-* chain here is theirs, so remove the jumps to them,
+# then the chains.
 for ipt in iptables ip6tables; do
   [ -x "$NODE_ROOT/usr/sbin/$ipt" ] || continue
-  for chain in INPUT OUTPUT; do
-    while chroot "$NODE_ROOT" "$ipt" -w -D "$chain" -j KUBE-FIREWALL 2>/dev/null; do :; done
+  for table in filter nat mangle; do
+    rules=$(chroot "$NODE_ROOT" "$ipt" -w -t "$table" -S 2>/dev/null)
+    grep -E '^-A [A-Z]+ .*-j KUBE-' <<<"$rules" | grep -v '^-A KUBE-' | while read -r rule; do
+      # shellcheck disable=SC2086
+      chroot "$NODE_ROOT" "$ipt" -w -t "$table" -D ${rule#-A }
+    done
+    for chain in $(awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }' <<<"$rules"); do
+      chroot "$NODE_ROOT" "$ipt" -w -t "$table" -F "$chain"
+    done
+    for chain in $(awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }' <<<"$rules"); do
+      chroot "$NODE_ROOT" "$ipt" -w -t "$table" -X "$chain"
+    done
   done
-  chroot "$NODE_ROOT" "$ipt" -w -F KUBE-FIREWALL 2>/dev/null
-  chroot "$NODE_ROOT" "$ipt" -w -X KUBE-FIREWALL 2>/dev/null
 done
 ip link show "$POD_BRIDGE" >/dev/null 2>&1 && ip link delete "$POD_BRIDGE"
 chroot_unmount_all

@@ -87,13 +87,7 @@ write_config "$NODE_DIR/cni/10-slurmlab.conflist" <<CNI
 }
 CNI
 
-start() { # NAME CMD...: start in its own session, record the PID
-  local name=$1; shift
-  if pid_alive "$name" "$PIDS" "$NODE_DIR"; then return; fi
-  log "starting $name"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name.pid"
-}
+start() { start_recorded "$1" "$NODE_DIR" "${@:2}"; }
 show_logs() { tail -n 30 "$LOGS"/*.log >&2 || true; }
 
 # ------------------------------------------------------------ DNS, registry --

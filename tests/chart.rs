@@ -72,6 +72,20 @@ async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> Stri
         .token
 }
 
+/// Binds the chart's user ClusterRole to `user` in `ns`.
+async fn grant_user_role(admin: &kube::Client, ns: &str, release: &str, user: &str) {
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "slurmlab-users", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-slurmlab-user")},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
 async fn client_from(path: &str) -> kube::Client {
     let kc = Kubeconfig::read_from(path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -160,16 +174,7 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
 
     // Users get the chart's user role in their namespace.
     let scope = Scope::create(&admin, &env.slurm_clusters()[0], "chart-use").await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "slurmlab-users", "namespace": scope.ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-slurmlab-user")},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), &scope.ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    grant_user_role(&admin, &scope.ns, &release, "alice").await;
 
     // The binaries under the chart's identities: a whole agent session works.
     let ctl = ControllerProcess::start_as(
@@ -449,16 +454,7 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
         Some(true)
     );
 
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "slurmlab-users", "namespace": scope.ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-slurmlab-user")},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), &scope.ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    grant_user_role(&admin, &scope.ns, &release, "alice").await;
 
     // The controller pod reconciles an allocation into a real SLURM job.
     scope.allocation(&admin, "held", json!({})).await;
@@ -498,15 +494,12 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
         .await;
     assert_eq!(text(&r), "2\n");
     let plot = alice
-        .call("execute_code", json!({"session_id": sid, "code":
-            "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()"}))
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": common::gateway::PLOT_CODE}),
+        )
         .await;
-    let image = plot
-        .content
-        .iter()
-        .find_map(|c| c.as_image())
-        .expect("an image block");
-    assert_eq!(image.mime_type, "image/png");
+    let _ = common::gateway::assert_png(&plot);
     alice
         .ok("shutdown_session", json!({"session_id": sid}))
         .await;

@@ -110,20 +110,12 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         .await;
     assert_eq!(text(&two), "42\n");
     let plot = alice
-        .call("execute_code", json!({"session_id": sid, "code":
-            "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()"}))
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": common::gateway::PLOT_CODE}),
+        )
         .await;
-    assert_ne!(plot.is_error, Some(true), "{}", text(&plot));
-    let image = plot
-        .content
-        .iter()
-        .find_map(|c| c.as_image())
-        .expect("an image block");
-    assert_eq!(image.mime_type, "image/png");
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(&image.data)
-        .unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let png = common::gateway::assert_png(&plot);
     let boom = alice
         .call(
             "execute_code",

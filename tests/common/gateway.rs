@@ -247,6 +247,26 @@ impl Mcp {
 }
 
 /// Every text block of a result, joined.
+/// A cell that draws a line plot inline (matplotlib, as agents write it).
+pub const PLOT_CODE: &str = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()";
+
+/// The PNG image block of a result (checked down to the PNG signature).
+pub fn assert_png(r: &CallToolResult) -> Vec<u8> {
+    use base64::Engine;
+    assert_ne!(r.is_error, Some(true), "{}", text(r));
+    let image = r
+        .content
+        .iter()
+        .find_map(|c| c.as_image())
+        .expect("an image block");
+    assert_eq!(image.mime_type, "image/png");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(&image.data)
+        .expect("base64 image data");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    png
+}
+
 pub fn text(r: &CallToolResult) -> String {
     r.content
         .iter()
