@@ -504,6 +504,16 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
         .ok("shutdown_session", json!({"session_id": sid}))
         .await;
     drop(alice);
+    // ...and the official Python SDK through the same Service.
+    let seen = common::gateway::python_sdk_session(
+        &env,
+        &format!("http://{ip}:8000/mcp"),
+        &user_token(&env, "alice"),
+        || controller_logs(&env, &release_ns),
+    )
+    .await;
+    assert_eq!(seen["two"], "2\n", "{seen}");
+    assert_eq!(seen["png"], true, "{seen}");
 
     // helm upgrade with a changed value rolls every pod; the allocation keeps its job.
     values["logging"]["level"] = json!("info,slurmlab=debug");

@@ -724,21 +724,11 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
 async fn the_official_python_sdk_is_a_client_too() {
     let env = Env::load();
     let (admin, scope, ctl, gw) = setup(&env, "trixie", "gw-python").await;
-    let python = std::path::PathBuf::from(env.get("KUBECTL")).with_file_name("python");
-    let out = tokio::process::Command::new(python)
-        .arg(common::repo_path("tests/python/mcp_client.py"))
-        .args([&gw.url, &user_token(&env, "alice")])
-        .output()
-        .await
-        .expect("running the Python MCP client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}\ngateway:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_tail()
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen =
+        common::gateway::python_sdk_session(&env, &gw.url, &user_token(&env, "alice"), || {
+            format!("gateway:\n{}", gw.log_tail())
+        })
+        .await;
     assert_eq!(seen["server"], "slurmlab-gateway");
     assert_eq!(seen["tools"], 20);
     assert_eq!(seen["two"], "2\n");

@@ -247,6 +247,32 @@ impl Mcp {
 }
 
 /// Every text block of a result, joined.
+/// One agent session through the official MCP Python SDK (tests/python/mcp_client.py):
+/// start, `1+1`, a plot, shutdown. Returns what the client saw; `context` is added to a
+/// failure message (e.g. the gateway's log).
+pub async fn python_sdk_session(
+    env: &Env,
+    url: &str,
+    token: &str,
+    context: impl Fn() -> String,
+) -> Value {
+    let python = std::path::PathBuf::from(env.get("KUBECTL")).with_file_name("python");
+    let out = tokio::process::Command::new(python)
+        .arg(super::repo_path("tests/python/mcp_client.py"))
+        .args([url, token])
+        .output()
+        .await
+        .expect("running the Python MCP client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        context()
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line from the Python client")
+}
+
 /// A cell that draws a line plot inline (matplotlib, as agents write it).
 pub const PLOT_CODE: &str = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()";
 
