@@ -13,7 +13,6 @@ use common::gateway::{GatewayProcess, Mcp, text, user_token};
 use common::{Env, User};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
@@ -74,16 +73,8 @@ async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> Stri
 
 /// Binds the chart's user ClusterRole to `user` in `ns`.
 async fn grant_user_role(admin: &kube::Client, ns: &str, release: &str, user: &str) {
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "slurmlab-users", "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-slurmlab-user")},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let role = format!("{release}-slurmlab-user");
+    common::gateway::bind_user(admin, ns, "slurmlab-users", "ClusterRole", &role, user).await;
 }
 
 async fn client_from(path: &str) -> kube::Client {

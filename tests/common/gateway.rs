@@ -155,9 +155,22 @@ async fn grant(admin: &Client, ns: &str, user: &str, role_name: &str, rules: Val
     let _ = Api::<Role>::namespaced(admin.clone(), ns)
         .create(&PostParams::default(), &role)
         .await;
+    bind_user(
+        admin,
+        ns,
+        &format!("{role_name}-{user}"),
+        "Role",
+        role_name,
+        user,
+    )
+    .await;
+}
+
+/// A RoleBinding `name` in `ns` giving `user` the `kind` (Role or ClusterRole) `role`.
+pub async fn bind_user(admin: &Client, ns: &str, name: &str, kind: &str, role: &str, user: &str) {
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{role_name}-{user}"), "namespace": ns},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "metadata": {"name": name, "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
     }))
     .unwrap();
