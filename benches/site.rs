@@ -4,7 +4,7 @@
 //! the sid site (some running Jupyter, the rest queued), and 0 / 5,000 / 20,000 foreign
 //! jobs kept by `hack/foreign-jobs.sh` (held, waiting, and one short job per second
 //! starting and ending), it measures over WINDOW: bytes and requests the controller got
-//! from slurmrestd, its CPU time and RSS. The floor next to it, measured in the same run:
+//! from slurmrestd, its CPU time and RSS, and slurmrestd's RSS. The floor next to it, measured in the same run:
 //! one `GET /jobs/?update_time=T` (what the poller used to fetch every round, since
 //! slurmctld answers it with the whole table whenever anything changed).
 
@@ -57,6 +57,36 @@ fn cpu_and_rss(pid: u32) -> (f64, f64) {
     (cpu, rss_kib / 1024.0)
 }
 
+/// The slurmrestd of `site`: the process named so under the PID its start recorded.
+fn slurmrestd_pid(site: &str) -> u32 {
+    let state = std::env::var("SLURMLAB_STATE").unwrap_or_else(|_| "/tmp/slurmlab".into());
+    let file = format!("{state}/slurm-{site}/pids/slurmrestd.pid");
+    let root: u32 = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {file}: {e}"))
+        .trim()
+        .parse()
+        .expect("a PID");
+    // The recorded PID may be a wrapper (unshare, chroot): follow children to the daemon.
+    let mut pid = root;
+    for _ in 0..5 {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "slurmrestd" {
+            return pid;
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        match children
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok())
+        {
+            Some(child) => pid = child,
+            None => break,
+        }
+    }
+    root
+}
+
 #[tokio::main]
 async fn main() {
     let env = Env::load();
@@ -70,7 +100,8 @@ async fn main() {
         slurm.nodes.len()
     );
     let scope = Scope::create(&client, &slurm, "bench-site").await;
-    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    // Every sweep through accounting: the window must see no whole-table read at all.
+    let ctl = ControllerProcess::start(&env, &scope, &[("SLURMLAB_ORPHAN_FULL_SWEEP_EVERY", "0")]);
     let pid = ctl.pid().expect("controller running");
     for i in 0..ALLOCATIONS {
         scope
@@ -106,15 +137,18 @@ async fn main() {
     println!("{settled} Ready, {} queued", ALLOCATIONS - settled);
 
     let operator = RawSlurm::new(&slurm, slurm.newest_version());
+    let restd = slurmrestd_pid(&slurm.name);
     println!(
-        "\n{:>8} {:>14} {:>9} {:>10} {:>8} {:>20} {:>14} {:>8}",
+        "\n{:>8} {:>12} {:>12} {:>8} {:>9} {:>8} {:>11} {:>20} {:>12} {:>8}",
         "foreign",
-        "poll bytes/min",
+        "bytes/min",
+        "of it: acct",
         "req/min",
         "CPU s/min",
         "RSS MiB",
+        "restd MiB",
         "whole table (floor)",
-        "sweep B/min",
+        "full/h B/min",
         "ratio"
     );
     let cluster = format!("cluster=\"{}\"", scope.cluster);
@@ -123,27 +157,30 @@ async fn main() {
         foreign_jobs(&slurm.name, &["stop"]);
         foreign_jobs(&slurm.name, &["start", &n.to_string(), &churn]);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        // Everything but the orphan sweep's listing (operation "jobs_all"), which the bench's
-        // controller runs every 10 s; in production it is one listing per
-        // --orphan-sweep-seconds (default 300), shown in its own column.
+        // Everything the controller got: the poller and the orphan sweeps, which this
+        // controller runs every 10 s (30 times the production rate) through accounting.
         let sample = |text: &str| {
             let all = |m: &str| metric_sum(text, m, &[&cluster]);
-            let listing = |m: &str| metric_sum(text, m, &[&cluster, "operation=\"jobs_all\""]);
+            let op =
+                |m: &str, o: &str| metric_sum(text, m, &[&cluster, &format!("operation=\"{o}\"")]);
             (
-                all("slurmlab_slurm_response_bytes_total")
-                    - listing("slurmlab_slurm_response_bytes_total"),
-                all("slurmlab_slurm_requests_total") - listing("slurmlab_slurm_requests_total"),
+                all("slurmlab_slurm_response_bytes_total"),
+                op("slurmlab_slurm_response_bytes_total", "accounted_jobs"),
+                all("slurmlab_slurm_requests_total"),
+                op("slurmlab_slurm_requests_total", "jobs_all"),
             )
         };
-        let (b0, r0) = sample(&ctl.metrics().await);
+        let (b0, a0, r0, w0) = sample(&ctl.metrics().await);
         let (c0, _) = cpu_and_rss(pid);
         let started = Instant::now();
         tokio::time::sleep(WINDOW).await;
-        let (b1, r1) = sample(&ctl.metrics().await);
+        let (b1, a1, r1, w1) = sample(&ctl.metrics().await);
         let (c1, rss) = cpu_and_rss(pid);
+        assert_eq!(w1 - w0, 0.0, "the controller read the whole job table");
         let per_min = 60.0 / started.elapsed().as_secs_f64();
-        // The floor: one whole-table answer, as the old poller got every round.
-        // Bytes as slurmrestd sends them (it indents its JSON), like the metric counts.
+        // The floor: one whole-table answer, what the old poller got every round and
+        // what a full sweep reads once an hour at the defaults. Bytes as slurmrestd sends
+        // them (it indents its JSON), like the metric counts.
         let since = common::unix_now() - 5;
         let t = Instant::now();
         let table = reqwest::Client::new()
@@ -159,23 +196,28 @@ async fn main() {
             .expect("listing the job table");
         let table_bytes = table.bytes().await.expect("the job table").len() as f64;
         let table_secs = t.elapsed().as_secs_f64();
+        let (_, restd_rss) = cpu_and_rss(restd);
         let bytes_min = (b1 - b0) * per_min;
         println!(
-            "{:>8} {:>14.0} {:>9.0} {:>10.2} {:>8.0} {:>13.0} B {:>4.1}s {:>14.0} {:>8.4}",
+            "{:>8} {:>12.0} {:>12.0} {:>8.0} {:>9.2} {:>8.0} {:>11.0} {:>13.0} B {:>4.1}s {:>12.0} {:>8.4}",
             n,
             bytes_min,
+            (a1 - a0) * per_min,
             (r1 - r0) * per_min,
             (c1 - c0) * per_min,
             rss,
+            restd_rss,
             table_bytes,
             table_secs,
-            table_bytes / 5.0,
+            table_bytes / 60.0,
             bytes_min / table_bytes.max(1.0)
         );
     }
     println!(
-        "(ratio: the poller's bytes per minute over ONE whole-table answer, which the old \
-         poller fetched every 1-10 s round; CPU and RSS include the bench's 10 s sweeps)"
+        "(bytes/min: everything the controller received, its sweeps every 10 s through \
+         accounting included; full/h: the hourly whole-table sweep at the defaults, per \
+         minute; ratio: bytes/min over ONE whole-table answer, which the old poller \
+         fetched every 1-10 s round; restd: slurmrestd's RSS after the floor's listing)"
     );
     foreign_jobs(&slurm.name, &["stop"]);
     scope.cleanup(&client).await;

@@ -55,7 +55,7 @@ def main(argv):
         return 2
     cmd = argv[0]
     if cmd == "lint":
-        report = helm.lint(CHART, strict=True, kube_version="v1.36.0")
+        report = helm.lint(CHART, strict=True, kube_version="v1.33.0")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         for m in report.get("messages", []):
             print(f"lint: {m.get('path')}: {m.get('error')}")

@@ -274,6 +274,19 @@ async fn invalid_specs_are_refused_naming_the_field() {
                 "defaults.memory must not exceed limits.maxMemory",
             ],
         ),
+        (
+            "cluster whose default partition is not an allowed one",
+            {
+                let mut c = cluster(json!({"tokenSecretRef": key}));
+                c["spec"]["defaults"] = json!({"partition": "debug"});
+                c["spec"]["limits"] = json!({"partitions": ["batch", "gpu"]});
+                c
+            },
+            vec![
+                "spec.defaults.partition",
+                "defaults.partition must be one of limits.partitions",
+            ],
+        ),
     ];
     let mut failures = vec![];
     for (what, manifest, needles) in cases {

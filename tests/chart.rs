@@ -600,3 +600,164 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
     scope.cleanup(&admin).await;
     common::delete_namespace(&admin, &release_ns).await;
 }
+
+/// The plain manifests as an admin without Helm applies them: `kubectl apply -k` of an
+/// overlay on `deploy/base` (the local image, this test's namespace and cluster, a name
+/// prefix, and the CRDs left out so deleting it cannot touch other tests' objects) runs
+/// the controller and gateway as pods; an allocation gets one job and an agent runs code
+/// through the gateway's Service; `kubectl delete -k` removes it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_manifests_run_as_pods_with_kubectl_apply_k() {
+    use k8s_openapi::api::core::v1::Service;
+
+    let env = Env::load();
+    let admin = env.client(User::Admin).await;
+    common::install_crds(&admin).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&admin, &slurm, "kustomize").await;
+    let suffix = common::random_suffix();
+    let system_ns = format!("kz-{suffix}");
+    let prefix = format!("k{suffix}-");
+    let overlay = std::env::temp_dir().join(format!("slurmlab-overlay-{suffix}"));
+    std::fs::create_dir_all(&overlay).unwrap();
+    // kustomize takes bases by relative path only (any depth, outside the root too).
+    let base = PathBuf::from(
+        std::iter::repeat_n("..", overlay.components().count() - 1)
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+    .join(common::repo_path("deploy/base").strip_prefix("/").unwrap());
+    let add_arg = |arg: String| json!({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": arg});
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": system_ns,
+        "namePrefix": prefix,
+        "resources": [base.to_string_lossy()],
+        "images": [{
+            "name": "ghcr.io/slurmlab/slurmlab",
+            "newName": env.get("SLURMLAB_IMAGE_REPOSITORY"),
+            "newTag": env.get("SLURMLAB_IMAGE_TAG"),
+        }],
+        "patches": [
+            {
+                "target": {"kind": "CustomResourceDefinition"},
+                "patch": "$patch: delete\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: any\n",
+            },
+            {
+                "target": {"kind": "Deployment", "name": "slurmlab-controller"},
+                "patch": json!([
+                    add_arg(format!("--watch-namespace={}", scope.ns)),
+                    add_arg(format!("--cluster-selector=slurmlab.io/test={}", scope.id)),
+                ]).to_string(),
+            },
+            {
+                "target": {"kind": "Deployment", "name": "slurmlab-gateway"},
+                "patch": json!([
+                    {"op": "replace", "path": "/spec/template/spec/containers/0/args/4", "value": format!("--namespace={}", scope.ns)},
+                    add_arg(format!("--cluster={}", scope.cluster)),
+                ]).to_string(),
+            },
+        ],
+    });
+    // JSON is YAML: kustomize reads the file as it is.
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        kustomization.to_string(),
+    )
+    .unwrap();
+    let dir = overlay.to_string_lossy().into_owned();
+
+    let (ok, out, err) = env.kubectl(User::Admin, &["apply", "--server-side", "-k", &dir]);
+    assert!(ok, "kubectl apply -k failed:\n{out}{err}");
+    assert!(
+        !out.contains("customresourcedefinition"),
+        "the test overlay must leave the CRDs alone:\n{out}"
+    );
+    for component in ["controller", "gateway"] {
+        let ready = common::wait_until_ok(std::time::Duration::from_secs(120), || async {
+            let (names, ready) = pods(&admin, &system_ns, component).await;
+            (names.len() == 1 && ready).then_some(())
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "the {component} pod never became Ready:\n{}",
+            controller_logs(&env, &system_ns)
+        );
+    }
+
+    common::gateway::bind_user(
+        &admin,
+        &scope.ns,
+        "slurmlab-users",
+        "ClusterRole",
+        &format!("{prefix}slurmlab-user"),
+        "alice",
+    )
+    .await;
+    scope.allocation(&admin, "plain", json!({})).await;
+    let plain = ready_allocation(&env, &admin, &scope, &system_ns, "plain").await;
+    let job_name = format!("slurmlab-{}-plain", scope.ns);
+    assert_eq!(
+        live_jobs(&slurm, &job_name),
+        vec![common::controller::job_id(&plain).to_string()]
+    );
+    let svc = Api::<Service>::namespaced(admin.clone(), &system_ns)
+        .get(&format!("{prefix}slurmlab-gateway"))
+        .await
+        .unwrap();
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    let alice = Mcp::http(
+        &format!("http://{ip}:8000/mcp"),
+        Some(&user_token(&env, "alice")),
+    )
+    .await
+    .unwrap();
+    let started = alice
+        .call(
+            "start_new_session",
+            json!({"experiment_name": "plain manifests"}),
+        )
+        .await;
+    assert_ne!(
+        started.is_error,
+        Some(true),
+        "{}\n{}",
+        text(&started),
+        controller_logs(&env, &system_ns)
+    );
+    let sid = started.structured_content.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = alice
+        .call("execute_code", json!({"session_id": sid, "code": "6 * 7"}))
+        .await;
+    assert_eq!(text(&r), "42\n");
+    alice
+        .ok("shutdown_session", json!({"session_id": sid}))
+        .await;
+    drop(alice);
+
+    // Objects first, while the controller runs (it cancels their jobs), then the install.
+    scope.cleanup(&admin).await;
+    let cancelled = common::wait_until_ok(std::time::Duration::from_secs(60), || async {
+        live_jobs(&slurm, &job_name).is_empty().then_some(())
+    })
+    .await;
+    assert!(cancelled.is_some(), "the allocation's job outlived it");
+    let (ok, out, err) = env.kubectl(User::Admin, &["delete", "-k", &dir, "--wait=true"]);
+    assert!(ok, "kubectl delete -k failed:\n{out}{err}");
+    let _ = std::fs::remove_dir_all(&overlay);
+    let gone = common::wait_until_ok(std::time::Duration::from_secs(120), || async {
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+            .get_opt(&system_ns)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "namespace {system_ns} was not removed");
+}

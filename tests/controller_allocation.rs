@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller::{ControllerProcess, Scope, job_id, phase, wait_alloc};
-use common::{Env, User, slurm_client};
+use common::controller::{ControllerProcess, Scope, job_id, metric_sum, phase, wait_alloc};
+use common::{Env, RawSlurm, User, slurm_client};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -282,6 +282,20 @@ async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled()
     );
     let out = scope.describe(&env, "computeallocation", "survivor");
     assert!(out.contains("Adopted"), "{out}");
+    // Found through accounting (our user's rows), not by reading the whole job table.
+    let text = ctl.metrics().await;
+    let adoption = |listing: &str| {
+        metric_sum(
+            &text,
+            "slurmlab_job_lookups_total",
+            &["purpose=\"adoption\"", &format!("listing=\"{listing}\"")],
+        )
+    };
+    assert_eq!(
+        (adoption("accounting"), adoption("whole_table")),
+        (1.0, 0.0),
+        "{text}"
+    );
 
     // Orphan: the allocation disappears while the controller is down (finalizer removed
     // by hand); the restarted controller cancels its job.
@@ -303,7 +317,8 @@ async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled()
         .await
         .unwrap();
     let orphan = jobs[0].id;
-    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    // Never the whole table: accounting (slurmdbd) must find the orphan by its user.
+    let ctl = ControllerProcess::start(&env, &scope, &[("SLURMLAB_ORPHAN_FULL_SWEEP_EVERY", "0")]);
     let cancelled = common::wait_until_ok(Duration::from_secs(60), || async {
         rest.job(orphan)
             .await
@@ -316,6 +331,27 @@ async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled()
         "orphan job {orphan} was not cancelled:\n{}",
         ctl.log_tail()
     );
+    let text = ctl.metrics().await;
+    let cluster = format!("cluster=\"{}\"", scope.cluster);
+    let lookups = |listing: &str| {
+        metric_sum(
+            &text,
+            "slurmlab_job_lookups_total",
+            &[
+                &cluster,
+                "purpose=\"orphan_sweep\"",
+                &format!("listing=\"{listing}\""),
+            ],
+        )
+    };
+    assert!(lookups("accounting") >= 1.0, "{text}");
+    assert_eq!(lookups("whole_table"), 0.0, "{text}");
+    let whole = metric_sum(
+        &text,
+        "slurmlab_slurm_requests_total",
+        &[&cluster, "operation=\"jobs_all\""],
+    );
+    assert_eq!(whole, 0.0, "the sweep read the whole job table");
     scope.cleanup(&client).await;
 }
 
@@ -540,7 +576,6 @@ async fn a_second_replica_waits_for_the_lease_and_takes_over() {
 
 #[tokio::test]
 async fn twenty_allocations_poll_with_one_state_query_per_round() {
-    use common::controller::metric_sum;
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
@@ -906,5 +941,110 @@ async fn a_lost_submit_answer_is_adopted_never_submitted_twice() {
     assert_eq!(jobs[0].id, job_id(&ready));
     let out = scope.describe(&env, "computeallocation", "once");
     assert!(out.contains("Adopted"), "{out}");
+    scope.cleanup(&client).await;
+}
+
+/// The attack issue 11 describes: another SLURM user predicts an allocation's next
+/// attempt (name and comment tag are readable where PrivateData is off) and submits a
+/// job carrying it before the controller's own submission. The controller claimed the
+/// attempt and died before submitting, so its restart looks for the attempt's job: the
+/// forged one runs as the wrong user and is neither adopted nor cancelled. The same
+/// user's job with the tag of an allocation that does not exist is not swept either.
+#[tokio::test]
+async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-forged").await;
+    let mut crashing =
+        ControllerProcess::start(&env, &scope, &[("SLURMLAB_CRASH_AT", "after-claim")]);
+    scope
+        .allocation(&client, "victim", json!({"cpus": 1}))
+        .await;
+    let exit = crashing.wait_exit(Duration::from_secs(60));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "the controller should have crashed after claiming the attempt:\n{}",
+        crashing.log_tail()
+    );
+    let victim = scope.allocations(&client).get("victim").await.unwrap();
+    let status = victim.status.clone().unwrap_or_default();
+    assert_eq!(status.submit_claim, Some(0), "the attempt was claimed");
+    assert_eq!(status.job_id(), None, "and nothing was submitted");
+    let uid = victim.metadata.uid.clone().unwrap();
+    let cluster_uid = Api::<SlurmCluster>::all(client.clone())
+        .get(&scope.cluster)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+
+    // Another tenant's SLURM user forges the attempt, and an orphan-looking job.
+    let mallory = slurm.tenants[1].clone();
+    assert_ne!(mallory, slurm.user);
+    let raw = RawSlurm::as_user(&slurm, slurm.newest_version(), &mallory);
+    let env_vars = vec![
+        "PATH=/usr/bin:/bin".to_owned(),
+        format!("HOME=/home/{mallory}"),
+    ];
+    let forge = |name: &str, uid: &str| {
+        json!({
+            "comment": format!("slurmlab owner={}/{name} uid={uid} attempt=0 cluster={cluster_uid}", scope.ns),
+            "hold": true,
+        })
+    };
+    let forged = raw
+        .submit_with(
+            &format!("slurmlab-{}-victim", scope.ns),
+            "#!/bin/sh\nsleep 600\n",
+            &env_vars,
+            forge("victim", &uid),
+        )
+        .await;
+    let ghost = raw
+        .submit_with(
+            &format!("slurmlab-{}-ghost", scope.ns),
+            "#!/bin/sh\nsleep 600\n",
+            &env_vars,
+            forge("ghost", "00000000-0000-0000-0000-000000000000"),
+        )
+        .await;
+
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = wait_alloc(&client, &scope, "victim", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let own = job_id(&alloc);
+    assert_ne!(own, forged, "the forged job was adopted");
+    // (Read as the operator: PrivateData hides it from the tenant.)
+    let record = RawSlurm::new(&slurm, slurm.newest_version()).job(own).await;
+    assert_eq!(
+        record["user_name"], slurm.user,
+        "the allocation's job runs as the mapped user"
+    );
+    let out = scope.describe(&env, "computeallocation", "victim");
+    assert!(out.contains("ForgedJobIgnored"), "{out}");
+    // Sweeps run every 10 s: give them two, then both forged jobs must still be there.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    for id in [forged, ghost] {
+        let states = raw.job(id).await["job_state"].clone();
+        assert_eq!(states, json!(["PENDING"]), "job {id} was touched: {states}");
+    }
+    let text = ctl.metrics().await;
+    let cluster = format!("cluster=\"{}\"", scope.cluster);
+    let forged_seen = |purpose: &str| {
+        metric_sum(
+            &text,
+            "slurmlab_forged_jobs_total",
+            &[&cluster, &format!("purpose=\"{purpose}\"")],
+        )
+    };
+    assert!(forged_seen("adoption") >= 1.0, "{text}");
+    assert!(forged_seen("orphan_sweep") >= 1.0, "{text}");
+    raw.cancel(forged).await;
+    raw.cancel(ghost).await;
     scope.cleanup(&client).await;
 }

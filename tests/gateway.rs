@@ -644,6 +644,20 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
         .ok("start_new_session", json!({"experiment_name": "local"}))
         .await;
     let sid = started["session_id"].as_str().unwrap();
+    // The session is alice's by the name the API server knows her by (SelfSubjectReview),
+    // the same owner an HTTP gateway records for her, not an anonymous "local".
+    let recorded = Api::<JupyterSession>::namespaced(admin.clone(), &scope.ns)
+        .get(session_name(sid))
+        .await
+        .unwrap();
+    let annotations = recorded.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("slurmlab.io/owner-name")
+            .map(String::as_str),
+        Some("alice"),
+        "{annotations:?}"
+    );
     let r = local
         .call(
             "execute_code",

@@ -55,6 +55,11 @@ pub const CONDITION_REACHABLE: &str = "Reachable";
         "rule": "!has(self.defaults) || !has(self.limits) || !has(self.defaults.memory) || !has(self.limits.maxMemory) || quantity(self.defaults.memory).compareTo(quantity(self.limits.maxMemory)) <= 0",
         "message": "defaults.memory must not exceed limits.maxMemory",
         "fieldPath": ".defaults.memory"
+    },
+    {
+        "rule": "!has(self.defaults) || !has(self.defaults.partition) || !has(self.limits) || !has(self.limits.partitions) || size(self.limits.partitions) == 0 || self.defaults.partition in self.limits.partitions",
+        "message": "defaults.partition must be one of limits.partitions",
+        "fieldPath": ".defaults.partition"
     }
 ]))]
 pub struct SlurmClusterSpec {

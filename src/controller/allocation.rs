@@ -31,7 +31,7 @@ use super::context::{ClusterHandle, Context};
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
 use super::error::ReconcileError;
 use super::identity::{JobOwner, parse_comment};
-use super::{request, script, writes};
+use super::{job_lookup, request, script, writes};
 
 /// Finalizer that cancels the job before the allocation goes away.
 pub const FINALIZER: &str = "slurmlab.io/cancel-job";
@@ -297,20 +297,31 @@ impl<'a> Reconcile<'a> {
         // crashed, or lost the answer or the status write): look for its job first. A
         // fresh attempt is claimed and written before the submit, so it needs no lookup.
         let attempt = owner.attempt as i32;
+        handle.note_user(&user);
         let existing = if self.status.submit_claim == Some(attempt) {
-            match handle.client.find_jobs(&owner.job_name()).await {
-                Ok(jobs) => jobs.into_iter().find(|j| {
-                    !j.state.is_finished()
-                        && j.comment
-                            .as_deref()
-                            .and_then(|c| parse_comment(c).owner)
-                            .is_some_and(|o| o.same_object(&owner) && o.attempt == owner.attempt)
-                }),
+            let tagged = |j: &crate::slurm::JobInfo| {
+                j.comment
+                    .as_deref()
+                    .and_then(|c| parse_comment(c).owner)
+                    .is_some_and(|o| o.same_object(&owner) && o.attempt == owner.attempt)
+            };
+            let found =
+                job_lookup::find_attempt(&*handle.client, &user, &owner.job_name(), &tagged).await;
+            match found {
+                Ok(search) => {
+                    self.ctx
+                        .metrics
+                        .job_lookup(&handle.name, "adoption", search.listing.label());
+                    self.report_forged(&handle.name, &user, &search.forged)
+                        .await;
+                    search.job
+                }
                 Err(e) => return Ok(self.slurm_unavailable(e)),
             }
         } else {
             self.status.submit_claim = Some(attempt);
             writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status).await?;
+            crash_point("after-claim");
             None
         };
         let (job_id, how) = match existing {
@@ -391,6 +402,7 @@ impl<'a> Reconcile<'a> {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         let user = self.status.slurm_user().unwrap_or_default().to_owned();
+        handle.note_user(&user);
         // The endpoint is untrusted input from the job: decided (strictly parsed, the
         // job's own node, pinned once the server answered) before the token goes anywhere.
         let template = &handle.spec.job_template;
@@ -522,6 +534,25 @@ impl<'a> Reconcile<'a> {
                 Ok(Action::requeue(Duration::from_secs(2)))
             }
             Err(e) => Ok(self.slurm_unavailable(e)),
+        }
+    }
+
+    /// Jobs that carry this allocation's tag under another SLURM user: a warning event
+    /// and a metric each; they are left alone (not ours to adopt or cancel).
+    async fn report_forged(&self, cluster: &str, user: &str, forged: &[crate::slurm::JobInfo]) {
+        for job in forged {
+            let message = format!(
+                "ignored job {} ({}): it carries this allocation's tag but runs as SLURM user {}, not {user}; it was not adopted and is left alone",
+                job.id,
+                job.name,
+                job.user.as_deref().unwrap_or("(unknown)")
+            );
+            warn!(cluster, job = job.id, "{message}");
+            self.ctx.metrics.forged_job(cluster, "adoption");
+            self.ctx
+                .events
+                .warning(&self.object_ref(), "ForgedJobIgnored", &message)
+                .await;
         }
     }
 

@@ -297,6 +297,12 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
         token_user,
         fingerprint,
         secret_hash: AtomicU64::new(secret_hash),
+        users: std::sync::Mutex::new(
+            existing
+                .as_ref()
+                .map(|old| old.users.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                .unwrap_or_default(),
+        ),
         tasks,
     });
     ctx.clusters.insert(handle.clone());

@@ -28,6 +28,8 @@ pub struct Settings {
     pub cluster_recheck: std::time::Duration,
     /// How often each cluster is swept for orphaned jobs.
     pub orphan_sweep: std::time::Duration,
+    /// One sweep in this many reads the whole job table (0: never).
+    pub orphan_full_sweep_every: u64,
 }
 
 /// Everything a reconcile needs.
@@ -82,7 +84,33 @@ pub struct ClusterHandle {
     pub fingerprint: u64,
     /// Hash of the Secret's bytes.
     pub secret_hash: std::sync::atomic::AtomicU64,
+    /// SLURM users this controller's jobs on this cluster run as (seen since start: every
+    /// allocation is reconciled at start, so this fills quickly). The orphan sweep asks
+    /// accounting for these users' jobs.
+    pub users: Mutex<std::collections::BTreeSet<String>>,
     pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterHandle {
+    pub fn note_user(&self, user: &str) {
+        if user.is_empty() {
+            return;
+        }
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if !users.contains(user) {
+            users.insert(user.to_owned());
+        }
+    }
+
+    /// Users to sweep: those seen, plus every user the mapping names.
+    pub fn sweep_users(&self) -> Vec<String> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mapping = &self.spec.user_mapping;
+        users.extend(mapping.default_user.iter().cloned());
+        users.extend(mapping.allowed_users.iter().cloned());
+        users.extend(self.token_user.iter().cloned());
+        users.into_iter().collect()
+    }
 }
 
 impl Drop for ClusterHandle {

@@ -30,6 +30,22 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub cluster: String,
+    /// `adoption` or `orphan_sweep`.
+    pub purpose: String,
+    /// `accounting` or `whole_table`.
+    pub listing: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgedLabels {
+    pub cluster: String,
+    /// `adoption` or `orphan_sweep`.
+    pub purpose: String,
+}
+
 /// Everything the controller exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -40,6 +56,8 @@ pub struct Metrics {
     allocations: Family<PhaseLabels, Gauge>,
     phases: Mutex<HashMap<String, String>>,
     leader: Gauge,
+    lookups: Family<LookupLabels, Counter>,
+    forged: Family<ForgedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,6 +71,18 @@ impl Default for Metrics {
         });
         let allocations = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
+        let lookups = Family::<LookupLabels, Counter>::default();
+        let forged = Family::<ForgedLabels, Counter>::default();
+        registry.register(
+            "slurmlab_forged_jobs",
+            "Jobs carrying a slurmlab tag under a SLURM user other than the one the owner maps to: ignored, never adopted or cancelled",
+            forged.clone(),
+        );
+        registry.register(
+            "slurmlab_job_lookups",
+            "Searches for our own jobs (adoption, orphan sweep) by how they listed them: accounting (our users' rows only) or the whole job table",
+            lookups.clone(),
+        );
         registry.register(
             "slurmlab_reconciles",
             "Reconciliations by kind and result",
@@ -87,6 +117,8 @@ impl Default for Metrics {
             allocations,
             phases: Mutex::default(),
             leader,
+            lookups,
+            forged,
         }
     }
 }
@@ -134,6 +166,25 @@ impl Metrics {
                 .get_or_create(&PhaseLabels { phase: p.into() })
                 .set(counts.get(p).copied().unwrap_or(0));
         }
+    }
+
+    pub fn job_lookup(&self, cluster: &str, purpose: &str, listing: &str) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                cluster: cluster.into(),
+                purpose: purpose.into(),
+                listing: listing.into(),
+            })
+            .inc();
+    }
+
+    pub fn forged_job(&self, cluster: &str, purpose: &str) {
+        self.forged
+            .get_or_create(&ForgedLabels {
+                cluster: cluster.into(),
+                purpose: purpose.into(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

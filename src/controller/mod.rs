@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod http;
 pub mod identity;
+mod job_lookup;
 pub mod metrics;
 mod orphans;
 pub mod request;
@@ -80,6 +81,15 @@ pub struct ControllerArgs {
     /// Seconds between sweeps for orphaned jobs (jobs whose allocation is gone).
     #[arg(long, default_value_t = 300)]
     pub orphan_sweep_seconds: u64,
+    /// One orphan sweep in this many (and the first after start) reads the whole job
+    /// table; the others ask accounting for our users' jobs only. 0: never the whole
+    /// table (where every job is accounted and user mappings do not change).
+    #[arg(
+        long,
+        env = "SLURMLAB_ORPHAN_FULL_SWEEP_EVERY",
+        default_value_t = orphans::FULL_SWEEP_EVERY
+    )]
+    pub orphan_full_sweep_every: u64,
 }
 
 /// Why the controller could not run.
@@ -200,6 +210,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
             cancel_wait: Duration::from_secs(args.cancel_wait_seconds),
             cluster_recheck: Duration::from_secs(args.cluster_recheck_seconds.max(1)),
             orphan_sweep: Duration::from_secs(args.orphan_sweep_seconds.max(10)),
+            orphan_full_sweep_every: args.orphan_full_sweep_every,
         },
         allocation_trigger: trigger_tx,
         job_owners: Default::default(),

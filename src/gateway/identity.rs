@@ -1,19 +1,22 @@
-//! Who is calling: the local kubeconfig's user (stdio) or a bearer token verified with a
-//! Kubernetes TokenReview (HTTP), whose user the gateway then impersonates.
+//! Who is calling: the local kubeconfig's user, as the API server names it in a
+//! SelfSubjectReview (stdio), or a bearer token verified with a Kubernetes TokenReview
+//! (HTTP), whose user the gateway then impersonates.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
 /// The identity a tool call runs as.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Caller {
-    /// stdio: the gateway's own kubeconfig identity.
-    Local,
+    /// stdio: the gateway's own kubeconfig identity (no impersonation), named as the API
+    /// server knows it, so sessions started over stdio and over HTTP by the same
+    /// Kubernetes user are that user's alike.
+    Local { name: String },
     /// HTTP: a user authenticated by TokenReview, impersonated on every call.
     User { name: String, groups: Vec<String> },
 }
@@ -22,7 +25,7 @@ impl Caller {
     /// A stable key (cache keys, ownership of executions).
     pub fn key(&self) -> String {
         match self {
-            Self::Local => "local".to_owned(),
+            Self::Local { name } => format!("local:{name}"),
             Self::User { name, groups } => format!("user:{name}|{}", groups.join(",")),
         }
     }
@@ -30,8 +33,7 @@ impl Caller {
     /// The user name, for annotations and logs.
     pub fn name(&self) -> &str {
         match self {
-            Self::Local => "local",
-            Self::User { name, .. } => name,
+            Self::Local { name } | Self::User { name, .. } => name,
         }
     }
 
@@ -39,6 +41,23 @@ impl Caller {
     pub fn owner_label(&self) -> String {
         super::names::digest(self.name(), 10)
     }
+}
+
+/// Who the gateway's own credentials are: one SelfSubjectReview (every authenticated user
+/// may create one, through the built-in `system:basic-user` role).
+pub async fn whoami(client: kube::Client) -> Result<Caller, kube::Error> {
+    let api: Api<SelfSubjectReview> = Api::all(client);
+    let answer = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    let name = answer
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|n| !n.is_empty())
+        // An anonymous or unnamed identity still gets a stable key of its own.
+        .unwrap_or_else(|| "system:anonymous".to_owned());
+    Ok(Caller::Local { name })
 }
 
 /// Why a bearer token was not accepted.
@@ -255,6 +274,10 @@ mod tests {
         let label = c.owner_label();
         assert_eq!(label.len(), 20);
         assert!(label.chars().all(|ch| ch.is_ascii_hexdigit()));
-        assert_ne!(label, Caller::Local.owner_label());
+        // The same Kubernetes user owns the same sessions over stdio and HTTP.
+        let local = Caller::Local {
+            name: "system:serviceaccount:team-a:agent".into(),
+        };
+        assert_eq!(label, local.owner_label());
     }
 }

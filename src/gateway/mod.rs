@@ -120,6 +120,11 @@ pub struct GatewayArgs {
 pub enum GatewayRunError {
     #[error("cannot build a Kubernetes client: {0} (set --kubeconfig or run in a pod)")]
     Client(String),
+    #[error(
+        "cannot learn who the kubeconfig's user is (SelfSubjectReview failed: {0}); check \
+         that the API server answers and is v1.28 or newer"
+    )]
+    WhoAmI(String),
     #[error("cannot read the profiles file {0}: {1}")]
     Profiles(String, String),
     #[error("cannot listen on {0}: {1}")]
@@ -148,9 +153,17 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         Some(p) => load_profiles(p)?,
         None => BTreeMap::new(),
     };
+    let local_caller = match args.transport {
+        Transport::Http => None,
+        Transport::Stdio => Some(
+            identity::whoami(access.own())
+                .await
+                .map_err(|e| GatewayRunError::WhoAmI(e.to_string()))?,
+        ),
+    };
     let settings = Settings {
         default_namespace: args.namespace.clone(),
-        authenticated: args.transport == Transport::Http,
+        local_caller,
         sync_timeout: Duration::from_secs(args.sync_timeout_seconds),
         execution_timeout: Duration::from_secs(args.execution_timeout_seconds),
         text_limit: args.output_limit_bytes,
@@ -205,7 +218,11 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
     }
     match args.transport {
         Transport::Stdio => {
-            tracing::info!(namespace = %args.namespace, "MCP gateway on stdio");
+            tracing::info!(
+                namespace = %args.namespace,
+                user = state.settings.local_caller.as_ref().map_or("", |c| c.name()),
+                "MCP gateway on stdio"
+            );
             let service = SlurmlabMcp::new(state)
                 .serve(rmcp::transport::stdio())
                 .await

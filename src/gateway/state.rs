@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::access::KubeAccess;
 use super::executions::Executions;
+use super::identity::Caller;
 use super::live::LiveSessions;
 use super::metrics::GatewayMetrics;
 use super::sessions::{SessionDefaults, Sessions};
@@ -14,8 +15,9 @@ use super::sessions::{SessionDefaults, Sessions};
 pub struct Settings {
     /// Tool calls without a namespace use this one.
     pub default_namespace: String,
-    /// HTTP: callers must have been authenticated (no local fallback).
-    pub authenticated: bool,
+    /// stdio: who every call runs as (the gateway's own credentials). HTTP: none; each
+    /// request must carry an authenticated caller.
+    pub local_caller: Option<Caller>,
     pub sync_timeout: Duration,
     pub execution_timeout: Duration,
     pub text_limit: usize,
@@ -101,7 +103,7 @@ mod tests {
     fn agent_times_are_clamped_to_the_gateways() {
         let s = Settings {
             default_namespace: "ns".into(),
-            authenticated: true,
+            local_caller: None,
             sync_timeout: Duration::from_secs(30),
             execution_timeout: Duration::from_secs(3600),
             text_limit: 1,

@@ -60,8 +60,10 @@ impl SlurmlabMcp {
             .cloned();
         match from_http {
             Some(c) => Ok(c),
-            None if !self.state.settings.authenticated => Ok(Caller::Local),
-            None => Err(GatewayError::Forbidden("no authenticated caller".into())),
+            None => match &self.state.settings.local_caller {
+                Some(local) => Ok(local.clone()),
+                None => Err(GatewayError::Forbidden("no authenticated caller".into())),
+            },
         }
     }
 

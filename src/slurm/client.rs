@@ -442,6 +442,25 @@ impl SlurmApi for RestClient {
         Ok(entries)
     }
 
+    async fn accounted_jobs(
+        &self,
+        query: &super::AccountingQuery,
+    ) -> Result<Vec<super::AccountedJob>, SlurmError> {
+        let v = self.api_version().await?;
+        let user = query.as_user.as_ref().unwrap_or(&self.cfg.service_user);
+        let path = format!("/slurmdb/{v}/jobs/?{}", wire::accounting_query(query));
+        let answer = self
+            .send("accounted_jobs", Method::GET, &path, user, None)
+            .await?;
+        self.check(user, &answer)?;
+        let resp: wire::AccountedJobsResponse = self.parse("GET slurmdb jobs/", &answer)?;
+        Ok(resp
+            .into_jobs()
+            .into_iter()
+            .filter(|j| !j.state.is_finished())
+            .collect())
+    }
+
     async fn jobs(&self, changed_since: Option<i64>) -> Result<super::JobsPage, SlurmError> {
         let v = self.api_version().await?;
         let user = &self.cfg.service_user;

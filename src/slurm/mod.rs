@@ -36,6 +36,28 @@ pub struct JobsPage {
     pub last_update: Option<i64>,
 }
 
+/// A job as slurmdbd's accounting records have it: enough to choose which records to
+/// read from slurmctld (accounting may lag slurmctld, and keeps comments only with
+/// `AccountingStoreFlags=job_comment`, so the live record decides).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountedJob {
+    pub id: u64,
+    pub name: String,
+    pub user: Option<String>,
+    pub state: JobState,
+}
+
+/// Which accounting records to ask slurmdbd for: the unfinished jobs of `users`, named
+/// `names` exactly (all names when empty), asked as `as_user` (default: the service
+/// user). Under `PrivateData=jobs` a user that is not an operator sees its own jobs only,
+/// so asking as the job's own user is always complete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountingQuery {
+    pub users: Vec<String>,
+    pub names: Vec<String>,
+    pub as_user: Option<String>,
+}
+
 /// What a cancel did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -81,8 +103,18 @@ pub trait SlurmApi: Send + Sync {
     /// Cancels a job, as `user`.
     async fn cancel(&self, user: &str, job_id: u64) -> Result<CancelOutcome, SlurmError>;
 
-    /// Jobs whose name starts with `name_prefix` (for adopting jobs submitted before a
-    /// crash). One `GET /jobs/`, filtered here.
+    /// Unfinished jobs matching `query` from slurmdbd (`GET /slurmdb/.../jobs/` with
+    /// `users`, `job_name` and `state` filters): slurmdbd answers with the matching rows
+    /// only, so the cost follows our users' jobs, not the cluster's. Fails on sites
+    /// without accounting or without slurmrestd's `openapi/slurmdbd` plugin.
+    async fn accounted_jobs(
+        &self,
+        query: &AccountingQuery,
+    ) -> Result<Vec<AccountedJob>, SlurmError>;
+
+    /// Jobs whose name starts with `name_prefix`: one `GET /jobs/` of the WHOLE job table,
+    /// filtered here. Costs in proportion to every job on the cluster; only for rare
+    /// paths and as the fallback where accounting cannot answer.
     async fn find_jobs(&self, name_prefix: &str) -> Result<Vec<JobInfo>, SlurmError> {
         let page = self.jobs(None).await?;
         Ok(page

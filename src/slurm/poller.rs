@@ -224,6 +224,10 @@ impl Poller {
         self.lock().jobs.keys().copied().collect()
     }
 
+    pub fn is_tracked(&self, job_id: u64) -> bool {
+        self.lock().jobs.contains_key(&job_id)
+    }
+
     /// The latest record of a tracked job, if one was seen.
     pub fn latest(&self, job_id: u64) -> Option<JobInfo> {
         self.lock().jobs.get(&job_id).and_then(|t| t.last.clone())
@@ -472,6 +476,12 @@ mod tests {
         }
         async fn jobs(&self, _: Option<i64>) -> Result<JobsPage, SlurmError> {
             panic!("the poller never lists the whole job table")
+        }
+        async fn accounted_jobs(
+            &self,
+            _: &crate::slurm::AccountingQuery,
+        ) -> Result<Vec<crate::slurm::AccountedJob>, SlurmError> {
+            panic!("the poller never asks accounting")
         }
         async fn update_comment(&self, _: &str, _: u64, _: &str) -> Result<(), SlurmError> {
             unimplemented!()
