@@ -318,6 +318,32 @@ async fn ready_allocation(
     })
 }
 
+/// alice's MCP client through the gateway Service at `ip`, and a session it started
+/// (failing with the controllers' logs from `ns` if it did not start).
+async fn session_through_service(env: &Env, ip: &str, experiment: &str, ns: &str) -> (Mcp, String) {
+    let alice = Mcp::http(
+        &format!("http://{ip}:8000/mcp"),
+        Some(&user_token(env, "alice")),
+    )
+    .await
+    .unwrap();
+    let started = alice
+        .call("start_new_session", json!({"experiment_name": experiment}))
+        .await;
+    assert_ne!(
+        started.is_error,
+        Some(true),
+        "{}\n{}",
+        text(&started),
+        controller_logs(env, ns)
+    );
+    let sid = started.structured_content.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (alice, sid)
+}
+
 /// Pod names in `ns` with `component`, and whether every one of them is Ready.
 async fn pods(admin: &kube::Client, ns: &str, component: &str) -> (Vec<String>, bool) {
     use k8s_openapi::api::core::v1::Pod;
@@ -460,26 +486,7 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
         .await
         .unwrap();
     let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
-    let alice = Mcp::http(
-        &format!("http://{ip}:8000/mcp"),
-        Some(&user_token(&env, "alice")),
-    )
-    .await
-    .unwrap();
-    let started = alice
-        .call("start_new_session", json!({"experiment_name": "pods"}))
-        .await;
-    assert_ne!(
-        started.is_error,
-        Some(true),
-        "{}\n{}",
-        text(&started),
-        controller_logs(&env, &release_ns)
-    );
-    let sid = started.structured_content.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (alice, sid) = session_through_service(&env, &ip, "pods", &release_ns).await;
     let r = alice
         .call("execute_code", json!({"session_id": sid, "code": "1+1"}))
         .await;
@@ -708,29 +715,7 @@ async fn the_plain_manifests_run_as_pods_with_kubectl_apply_k() {
         .await
         .unwrap();
     let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
-    let alice = Mcp::http(
-        &format!("http://{ip}:8000/mcp"),
-        Some(&user_token(&env, "alice")),
-    )
-    .await
-    .unwrap();
-    let started = alice
-        .call(
-            "start_new_session",
-            json!({"experiment_name": "plain manifests"}),
-        )
-        .await;
-    assert_ne!(
-        started.is_error,
-        Some(true),
-        "{}\n{}",
-        text(&started),
-        controller_logs(&env, &system_ns)
-    );
-    let sid = started.structured_content.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (alice, sid) = session_through_service(&env, &ip, "plain manifests", &system_ns).await;
     let r = alice
         .call("execute_code", json!({"session_id": sid, "code": "6 * 7"}))
         .await;

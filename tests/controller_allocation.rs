@@ -232,6 +232,25 @@ async fn out_of_band_cancel_fails_and_on_failure_resubmits() {
     scope.cleanup(&client).await;
 }
 
+/// Creates allocation `name` under a controller that aborts at crash point `point`
+/// (`SLURMLAB_CRASH_AT`), and waits until it did.
+async fn crash_while_creating(
+    env: &Env,
+    client: &kube::Client,
+    scope: &Scope,
+    point: &str,
+    name: &str,
+) {
+    let mut crashing = ControllerProcess::start(env, scope, &[("SLURMLAB_CRASH_AT", point)]);
+    scope.allocation(client, name, json!({"cpus": 1})).await;
+    let exit = crashing.wait_exit(Duration::from_secs(60));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "the controller should have crashed at {point}:\n{}",
+        crashing.log_tail()
+    );
+}
+
 #[tokio::test]
 async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled() {
     let env = Env::load();
@@ -239,17 +258,7 @@ async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled()
     common::install_crds(&client).await;
     let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "ctl-crash").await;
-    let mut crashing =
-        ControllerProcess::start(&env, &scope, &[("SLURMLAB_CRASH_AT", "after-submit")]);
-    scope
-        .allocation(&client, "survivor", json!({"cpus": 1}))
-        .await;
-    let exit = crashing.wait_exit(Duration::from_secs(60));
-    assert!(
-        exit.is_some_and(|s| !s.success()),
-        "the controller should have crashed after submitting:\n{}",
-        crashing.log_tail()
-    );
+    crash_while_creating(&env, &client, &scope, "after-submit", "survivor").await;
     let before = scope.allocations(&client).get("survivor").await.unwrap();
     assert!(
         before
@@ -625,16 +634,32 @@ async fn twenty_allocations_poll_with_one_state_query_per_round() {
         let incremental = op("jobs");
         let listings = op("jobs_all");
         let records = op("job");
+        let accounted = op("accounted_jobs");
         let rounds = metric_sum(text, "slurmlab_slurm_poll_rounds_total", &[&cluster]);
-        let all = metric_sum(text, "slurmlab_slurm_requests_total", &[&cluster]);
-        (polls, incremental, listings, records, rounds, all)
+        let all = metric_sum(text, "slurmlab_slurm_requests_total", &[&cluster]) - accounted;
+        (
+            polls,
+            incremental,
+            listings,
+            records,
+            rounds,
+            all,
+            accounted,
+        )
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (p0, i0, l0, j0, r0, a0) = sample(&ctl.metrics().await);
+    let (p0, i0, l0, j0, r0, a0, c0) = sample(&ctl.metrics().await);
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let (p1, i1, l1, j1, r1, a1) = sample(&ctl.metrics().await);
-    let (polls, incremental, listings, records, rounds, all) =
-        (p1 - p0, i1 - i0, l1 - l0, j1 - j0, r1 - r0, a1 - a0);
+    let (p1, i1, l1, j1, r1, a1, c1) = sample(&ctl.metrics().await);
+    let (polls, incremental, listings, records, rounds, all, accounted) = (
+        p1 - p0,
+        i1 - i0,
+        l1 - l0,
+        j1 - j0,
+        r1 - r0,
+        a1 - a0,
+        c1 - c0,
+    );
     // Steady running jobs are re-read once per runningRefresh (5 s here), not per round.
     assert!(
         records <= 20.0 * 5.0,
@@ -649,10 +674,12 @@ async fn twenty_allocations_poll_with_one_state_query_per_round() {
         (polls - rounds).abs() <= 2.0,
         "{polls} state queries in {rounds} rounds"
     );
-    // The poller never lists. Full listings come from the orphan sweep (every 10 s
-    // here) and lookups of claimed attempts (bounded below).
+    // The poller never lists. The orphan sweep (every 10 s here) asks accounting, one
+    // query per mapped user (3 here); only its first run after start reads the whole
+    // table, and that came before this window.
     assert_eq!(incremental, 0.0, "the poller listed the job table");
-    assert!(listings <= 10.0, "{listings} full listings in 20 s");
+    assert!(listings <= 1.0, "{listings} full listings in 20 s");
+    assert!(accounted <= 9.0, "{accounted} accounting queries in 20 s");
     assert!(
         all - polls - records - listings <= 25.0,
         "{} other requests in 20 s for 20 steady allocations",
@@ -957,17 +984,7 @@ async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
     common::install_crds(&client).await;
     let slurm = env.slurm_cluster("trixie");
     let scope = Scope::create(&client, &slurm, "ctl-forged").await;
-    let mut crashing =
-        ControllerProcess::start(&env, &scope, &[("SLURMLAB_CRASH_AT", "after-claim")]);
-    scope
-        .allocation(&client, "victim", json!({"cpus": 1}))
-        .await;
-    let exit = crashing.wait_exit(Duration::from_secs(60));
-    assert!(
-        exit.is_some_and(|s| !s.success()),
-        "the controller should have crashed after claiming the attempt:\n{}",
-        crashing.log_tail()
-    );
+    crash_while_creating(&env, &client, &scope, "after-claim", "victim").await;
     let victim = scope.allocations(&client).get("victim").await.unwrap();
     let status = victim.status.clone().unwrap_or_default();
     assert_eq!(status.submit_claim, Some(0), "the attempt was claimed");

@@ -47,7 +47,8 @@ const RESYNC: Duration = Duration::from_secs(60);
 
 /// Test hook: `SLURMLAB_CRASH_AT=after-submit` kills the process right after a submit,
 /// before the status records the job, so tests can prove the job is adopted, not
-/// submitted twice. Does nothing unless that variable is set.
+/// submitted twice; `after-claim` right after the attempt is claimed, before anything is
+/// submitted. Does nothing unless that variable is set.
 fn crash_point(name: &str) {
     if std::env::var("SLURMLAB_CRASH_AT").as_deref() == Ok(name) {
         eprintln!("SLURMLAB_CRASH_AT={name}: aborting");
