@@ -50,8 +50,20 @@ wait_for "jupytersession analysis Ready" 120 ready jupytersession/analysis ||
   { tail -n 20 "$DEMO/controller.log" >&2; die "the session did not become Ready (see above)"; }
 
 log "letting user alice use sessions in 'demo' (RBAC), as a platform would"
-k create clusterrole slurmlab-user --verb=get,list,watch,create,delete,patch,update \
-  --resource=jupytersessions.slurmlab.io,computeallocations.slurmlab.io --dry-run=client -o yaml | k apply -f - >/dev/null
+# The same rules as the chart's slurmlab-user role; running code takes jupytersessions/exec.
+k apply -f - >/dev/null <<'ROLE'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: slurmlab-user
+rules:
+  - apiGroups: ["slurmlab.io"]
+    resources: ["jupytersessions", "computeallocations"]
+    verbs: ["get", "list", "watch", "create", "delete", "patch", "update"]
+  - apiGroups: ["slurmlab.io"]
+    resources: ["jupytersessions/exec"]
+    verbs: ["create"]
+ROLE
 k -n demo create rolebinding slurmlab-user-alice --clusterrole=slurmlab-user --user=alice \
   --dry-run=client -o yaml | k apply -f - >/dev/null
 

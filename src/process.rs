@@ -56,8 +56,13 @@ pub async fn serve_http(
         }
     });
     let task = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        // Connect info: handlers may learn the peer's address (the gateway's per-client
+        // budget of failed token reviews).
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(e) = server.await {
             tracing::error!(error = %e, "an HTTP server stopped");
         }

@@ -78,11 +78,14 @@ async fn grant_user_role(admin: &kube::Client, ns: &str, release: &str, user: &s
 }
 
 async fn client_from(path: &str) -> kube::Client {
+    kube::Client::try_from(config_from(path).await).unwrap()
+}
+
+async fn config_from(path: &str) -> kube::Config {
     let kc = Kubeconfig::read_from(path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+        .unwrap()
 }
 
 fn forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>, what: &str) {
@@ -211,14 +214,42 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
         ctl.log_tail()
     );
 
-    // ...and what they must not do is refused.
+    // ...and what they must not do is refused. The gateway reads the namespace's token
+    // Secret and no other: never the SLURM JWT key (a root credential for SLURM).
     let gateway = client_from(&gateway_kc).await;
+    let secrets = Api::<Secret>::namespaced(gateway.clone(), &scope.ns);
+    secrets
+        .get(slurmlab::controller::TOKEN_SECRET)
+        .await
+        .expect("the gateway reads the token Secret");
     forbidden(
-        Api::<Secret>::namespaced(gateway.clone(), &scope.ns)
-            .delete("slurm-jwt", &DeleteParams::default())
-            .await,
+        secrets.get("slurm-jwt").await,
+        "the gateway reading the JWT key",
+    );
+    forbidden(
+        secrets.delete("slurm-jwt", &DeleteParams::default()).await,
         "the gateway deleting a Secret",
     );
+    // Its impersonation reaches users (alice lists her sessions through it), never a
+    // group: not system:masters, not even alice's own unless the admin lists it.
+    let as_alice = |groups: Option<Vec<String>>| {
+        let (gateway_kc, ns) = (gateway_kc.clone(), scope.ns.clone());
+        async move {
+            let mut config = config_from(&gateway_kc).await;
+            config.auth_info.impersonate = Some("alice".into());
+            config.auth_info.impersonate_groups = groups;
+            Api::<JupyterSession>::namespaced(kube::Client::try_from(config).unwrap(), &ns)
+                .list(&ListParams::default())
+                .await
+        }
+    };
+    as_alice(None).await.expect("the gateway acts as alice");
+    for group in ["system:masters", "slurmlab:users"] {
+        match as_alice(Some(vec![group.to_owned()])).await {
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("impersonate") => {}
+            other => panic!("the gateway impersonated group {group}: {other:?}"),
+        }
+    }
     forbidden(
         Api::<Secret>::namespaced(gateway.clone(), &scope.ns)
             .list(&ListParams::default())

@@ -870,9 +870,11 @@ async fn a_job_cannot_move_its_endpoint_after_ready() {
     scope.cleanup(&client).await;
 }
 
-/// Whoever may annotate a namespace tries to run jobs as root, or as a user the admin
-/// did not list; an admin drops the allow-list of a JWT-key cluster. Nothing reaches
-/// SLURM, and the objects say why.
+/// A tenant annotates its own namespace to run as another tenant's SLURM user: ignored
+/// (the default user runs), and the admin's namespace table wins over the annotation.
+/// Where the admin lets annotations choose, root and unlisted users are still refused;
+/// an admin drops the allow-list of a JWT-key cluster. Nothing forbidden reaches SLURM,
+/// and the objects say why.
 #[tokio::test]
 async fn a_namespace_cannot_choose_root_and_a_jwt_key_needs_an_allow_list() {
     use k8s_openapi::api::core::v1::Namespace;
@@ -883,6 +885,59 @@ async fn a_namespace_cannot_choose_root_and_a_jwt_key_needs_an_allow_list() {
     let scope = Scope::create(&client, &slurm, "ctl-mapping").await;
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let namespaces: Api<Namespace> = Api::all(client.clone());
+    let clusters: Api<SlurmCluster> = Api::all(client.clone());
+    let annotate =
+        |user: &str| json!({"metadata": {"annotations": {"slurmlab.io/slurm-user": user}}});
+    namespaces
+        .patch(
+            &scope.ns,
+            &PatchParams::default(),
+            &Patch::Merge(annotate("bob")),
+        )
+        .await
+        .unwrap();
+    let submitted_as = |name: &'static str| {
+        let (client, scope, ctl) = (&client, &scope, &ctl);
+        async move {
+            scope.allocation(client, name, json!({"cpus": 1})).await;
+            let a = wait_alloc(client, scope, name, ctl, "submitted", |a| {
+                a.status.as_ref().and_then(|s| s.slurm_user()).is_some()
+            })
+            .await;
+            a.status.unwrap().slurm_user().unwrap().to_owned()
+        }
+    };
+    assert_eq!(submitted_as("annotated").await, slurm.user);
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"userMapping": {"namespaces": {&scope.ns: "alice"}}}})),
+        )
+        .await
+        .unwrap();
+    // The controller has the SlurmCluster's new spec once its status says so.
+    let settled = || async {
+        common::wait_until_ok(Duration::from_secs(60), || async {
+            let c = clusters.get(&scope.cluster).await.ok()?;
+            (c.status?.observed_generation == c.metadata.generation).then_some(())
+        })
+        .await
+        .expect("the controller never observed the SlurmCluster change");
+    };
+    settled().await;
+    assert_eq!(submitted_as("tabled").await, "alice");
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"userMapping": {
+                "namespaces": null, "honorNamespaceAnnotation": true
+            }}})),
+        )
+        .await
+        .unwrap();
+    settled().await;
     let rest = slurm_client(&slurm, None);
     for (user, why) in [("root", "never mapped"), ("mallory", "allowedUsers")] {
         namespaces
@@ -912,7 +967,6 @@ async fn a_namespace_cannot_choose_root_and_a_jwt_key_needs_an_allow_list() {
         assert!(jobs.is_empty(), "{user}: submitted {jobs:?}");
     }
     // A JWT key without an allow-list: the SlurmCluster is not usable and says why.
-    let clusters: Api<SlurmCluster> = Api::all(client.clone());
     clusters
         .patch(
             &scope.cluster,
@@ -976,7 +1030,9 @@ async fn a_lost_submit_answer_is_adopted_never_submitted_twice() {
 /// job carrying it before the controller's own submission. The controller claimed the
 /// attempt and died before submitting, so its restart looks for the attempt's job: the
 /// forged one runs as the wrong user and is neither adopted nor cancelled. The same
-/// user's job with the tag of an allocation that does not exist is not swept either.
+/// user's job with the tag of an allocation that does not exist is not swept either. And
+/// the allocation's own SLURM user (another namespace mapped to it, say) forging both
+/// gets nowhere: the tags carry no valid signature of the controller's key.
 #[tokio::test]
 async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
     let env = Env::load();
@@ -1008,26 +1064,35 @@ async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
     ];
     let forge = |name: &str, uid: &str| {
         json!({
-            "comment": format!("slurmlab owner={}/{name} uid={uid} attempt=0 cluster={cluster_uid}", scope.ns),
+            "comment": format!(
+                "slurmlab owner={}/{name} uid={uid} attempt=0 cluster={cluster_uid} nonce={} mac={}",
+                scope.ns,
+                status.submit_nonce.clone().unwrap_or_default(),
+                "0".repeat(32)
+            ),
             "hold": true,
         })
     };
-    let forged = raw
-        .submit_with(
-            &format!("slurmlab-{}-victim", scope.ns),
-            "#!/bin/sh\nsleep 600\n",
-            &env_vars,
-            forge("victim", &uid),
-        )
-        .await;
-    let ghost = raw
-        .submit_with(
-            &format!("slurmlab-{}-ghost", scope.ns),
-            "#!/bin/sh\nsleep 600\n",
-            &env_vars,
-            forge("ghost", "00000000-0000-0000-0000-000000000000"),
-        )
-        .await;
+    let ghost_uid = "00000000-0000-0000-0000-000000000000";
+    let mut planted = vec![];
+    let operator = RawSlurm::as_user(&slurm, slurm.newest_version(), &slurm.user);
+    let operator_env = vec![
+        "PATH=/usr/bin:/bin".to_owned(),
+        format!("HOME=/home/{}", slurm.user),
+    ];
+    for (who, vars) in [(&raw, &env_vars), (&operator, &operator_env)] {
+        for (name, uid) in [("victim", uid.as_str()), ("ghost", ghost_uid)] {
+            let id = who
+                .submit_with(
+                    &format!("slurmlab-{}-{name}", scope.ns),
+                    "#!/bin/sh\nsleep 600\n",
+                    vars,
+                    forge(name, uid),
+                )
+                .await;
+            planted.push(id);
+        }
+    }
 
     let ctl = ControllerProcess::start(&env, &scope, &[]);
     let alloc = wait_alloc(&client, &scope, "victim", &ctl, "Ready", |a| {
@@ -1035,7 +1100,7 @@ async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
     })
     .await;
     let own = job_id(&alloc);
-    assert_ne!(own, forged, "the forged job was adopted");
+    assert!(!planted.contains(&own), "a forged job was adopted");
     // (Read as the operator: PrivateData hides it from the tenant.)
     let record = RawSlurm::new(&slurm, slurm.newest_version()).job(own).await;
     assert_eq!(
@@ -1046,8 +1111,8 @@ async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
     assert!(out.contains("ForgedJobIgnored"), "{out}");
     // Sweeps run every 10 s: give them two, then both forged jobs must still be there.
     tokio::time::sleep(Duration::from_secs(25)).await;
-    for id in [forged, ghost] {
-        let states = raw.job(id).await["job_state"].clone();
+    for &id in &planted {
+        let states = operator.job(id).await["job_state"].clone();
         assert_eq!(states, json!(["PENDING"]), "job {id} was touched: {states}");
     }
     let text = ctl.metrics().await;
@@ -1059,9 +1124,14 @@ async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
             &[&cluster, &format!("purpose=\"{purpose}\"")],
         )
     };
-    assert!(forged_seen("adoption") >= 1.0, "{text}");
-    assert!(forged_seen("orphan_sweep") >= 1.0, "{text}");
-    raw.cancel(forged).await;
-    raw.cancel(ghost).await;
+    assert!(forged_seen("adoption") >= 2.0, "{text}");
+    assert!(forged_seen("orphan_sweep") >= 2.0, "{text}");
+    for (i, &id) in planted.iter().enumerate() {
+        if i < 2 {
+            raw.cancel(id).await;
+        } else {
+            operator.cancel(id).await;
+        }
+    }
     scope.cleanup(&client).await;
 }

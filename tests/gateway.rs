@@ -509,6 +509,57 @@ async fn callers_are_authenticated_and_confined_by_rbac() {
         )
         .await;
     assert!(text(&start).contains("not allowed"), "{}", text(&start));
+    // Bob as a viewer (get, list, watch): he reads alice's session but runs nothing in
+    // it, whatever tool he tries; the refusal names the permission.
+    common::gateway::grant_viewer(&admin, &scope.ns, "bob").await;
+    // The API server's authorizer sees a new binding within moments.
+    let mut nb = bob.call("read_notebook", json!({"session_id": sid})).await;
+    for _ in 0..50 {
+        if nb.is_error != Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        nb = bob.call("read_notebook", json!({"session_id": sid})).await;
+    }
+    assert_ne!(nb.is_error, Some(true), "{}", text(&nb));
+    assert!(nb.structured_content.unwrap()["cells"].is_array());
+    bob.ok("list_sessions", json!({"namespace": scope.ns}))
+        .await;
+    for (tool, args) in [
+        (
+            "execute_code",
+            json!({"session_id": sid, "code": "open('/tmp/pwned', 'w')"}),
+        ),
+        (
+            "upload_file",
+            json!({"session_id": sid, "path": "pwned.txt", "content": "x"}),
+        ),
+        ("restart_kernel", json!({"session_id": sid})),
+        ("interrupt_kernel", json!({"session_id": sid})),
+        ("get_workspace", json!({"session_id": sid})),
+        (
+            "add_markdown",
+            json!({"session_id": sid, "markdown": "pwned"}),
+        ),
+        (
+            "edit_cell",
+            json!({"session_id": sid, "cell_index": 0, "code": "print('pwned')"}),
+        ),
+    ] {
+        let r = bob.call(tool, args).await;
+        assert_eq!(r.is_error, Some(true), "{tool}");
+        assert!(
+            text(&r).contains("not allowed") && text(&r).contains("jupytersessions/exec"),
+            "{tool}: {}",
+            text(&r)
+        );
+    }
+    let files = bob
+        .ok("list_files", json!({"session_id": sid}))
+        .await
+        .to_string();
+    assert!(!files.contains("pwned"), "{files}");
+
     // The Jupyter token never reaches a caller.
     let token = common::controller::allocation_token(
         &admin,
@@ -666,14 +717,28 @@ async fn a_local_agent_uses_the_gateway_over_stdio() {
         .await;
     assert_eq!(text(&r), "45\n");
     // The server's token never reaches a kernel's environment (an agent printing
-    // os.environ would put it into its transcript), and the job's files are private.
-    let env_check = local
-        .call(
-            "execute_code",
-            json!({"session_id": sid, "code": "import os\nprint(sorted(k for k in os.environ if k in ('JUPYTER_TOKEN', 'SLURMLAB_TOKEN')), oct(os.umask(0o077)))"}),
-        )
+    // os.environ would put it into its transcript), and the job's files (its log among
+    // them, wherever SLURM says it is) are private.
+    let slurm = env.slurm_cluster("trixie");
+    let alloc = Api::<ComputeAllocation>::namespaced(admin.clone(), &scope.ns)
+        .get(started["allocation"].as_str().unwrap())
+        .await
+        .unwrap();
+    let job = alloc.status.as_ref().and_then(|s| s.job_id()).unwrap();
+    let record = common::RawSlurm::new(&slurm, slurm.newest_version())
+        .job(job)
         .await;
-    assert_eq!(text(&env_check), "[] 0o77\n");
+    let log = record["standard_output"]
+        .as_str()
+        .unwrap()
+        .replace("%j", &job.to_string());
+    let code = format!(
+        "import os\nprint(sorted(k for k in os.environ if k in ('JUPYTER_TOKEN', 'SLURMLAB_TOKEN')), oct(os.umask(0o077)), oct(os.stat({log:?}).st_mode & 0o777))"
+    );
+    let env_check = local
+        .call("execute_code", json!({"session_id": sid, "code": code}))
+        .await;
+    assert_eq!(text(&env_check), "[] 0o77 0o600\n");
     // The kernel runs in the notebook's directory: what upload_file wrote, open() reads.
     local
         .ok(
@@ -794,10 +859,28 @@ async fn a_token_guessing_loop_is_refused_without_flooding_token_review() {
         u64::from(reviewed) <= 20 * windows,
         "{reviewed} TokenReviews for 100 guesses in {windows} window(s)"
     );
-    // Once the window has passed a real token gets in.
+    // The budget is the guessing client's: alice, from another address, gets in at once.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let initialize = |client: &reqwest::Client, url: &str| {
+        client
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header(
+                "authorization",
+                format!("Bearer {}", user_token(&env, "alice")),
+            )
+            .json(&init)
+            .send()
+    };
+    let resp = initialize(&elsewhere, &gw.url).await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    // Once the window has passed a new real token gets in from the guesser's address too.
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(
-        Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        Mcp::http(&gw.url, Some(&user_token(&env, "bob")))
             .await
             .is_ok()
     );
@@ -805,17 +888,7 @@ async fn a_token_guessing_loop_is_refused_without_flooding_token_review() {
 
     // A gateway that wants its own audience refuses tokens for the API server's.
     let strict = GatewayProcess::start(&env, &scope, &["--token-audience", "not-this-one"]).await;
-    let resp = http
-        .post(&strict.url)
-        .header("accept", "application/json, text/event-stream")
-        .header(
-            "authorization",
-            format!("Bearer {}", user_token(&env, "alice")),
-        )
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
+    let resp = initialize(&http, &strict.url).await.unwrap();
     assert_eq!(resp.status(), 401);
     scope.cleanup(&admin).await;
 }

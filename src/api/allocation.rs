@@ -246,6 +246,11 @@ pub struct ComputeAllocationStatus {
     /// needed, so a submit never lists the cluster's job table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submit_claim: Option<i32>,
+    /// The claimed submission's nonce: its job's signed tag carries it, so only that very
+    /// submission is adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub submit_nonce: Option<String>,
     /// Probes of a Ready server that failed in a row (it stays Ready until
     /// a few fail, so one slow answer does not drop every session).
     #[serde(default, skip_serializing_if = "is_zero")]

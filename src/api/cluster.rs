@@ -124,19 +124,34 @@ pub struct ClusterAuth {
     pub token_lifetime: Option<Duration>,
 }
 
-/// SLURM user of a namespace: the namespace's annotation if set (only admins can
-/// annotate namespaces), else `defaultUser`; with neither, allocations are refused.
+/// SLURM user of a namespace: its entry in `namespaces`, else (only with
+/// `honorNamespaceAnnotation`) its annotation, else `defaultUser`; with none, allocations
+/// are refused. root, slurm and invalid names never.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserMapping {
-    /// Namespace annotation naming the SLURM user (default `slurmlab.io/slurm-user`).
+    /// Namespace → SLURM user, written by the cluster admin: the authoritative mapping.
+    /// A namespace listed here runs as its user whatever its annotations say; its users
+    /// need not be repeated in `allowedUsers`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 10000))]
+    pub namespaces: BTreeMap<String, String>,
+    /// Let a namespace's annotation choose its SLURM user among `allowedUsers` (default
+    /// false). Only turn this on where tenants cannot annotate their own namespaces:
+    /// whoever may annotate a namespace picks any of those users.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub honor_namespace_annotation: bool,
+    /// Namespace annotation naming the SLURM user (default `slurmlab.io/slurm-user`),
+    /// read only with `honorNamespaceAnnotation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_annotation: Option<String>,
-    /// SLURM user for namespaces without the annotation.
+    /// SLURM user for namespaces neither in `namespaces` nor (with
+    /// `honorNamespaceAnnotation`) annotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z_][a-z0-9_.-]*$"))]
     pub default_user: Option<String>,
-    /// If set, only these SLURM users may be mapped to (guards against a bad annotation).
+    /// SLURM users `defaultUser` and annotations may name. Required with a
+    /// `jwtKeySecretRef` unless `namespaces` maps every namespace that runs jobs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_users: Vec<String>,
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -30,12 +30,16 @@ use super::allocation_state::{Probe, hold_ready, job_status, observe};
 use super::context::{ClusterHandle, Context};
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
 use super::error::ReconcileError;
-use super::identity::{JobOwner, parse_comment};
+use super::identity::{self, JobOwner, parse_comment};
 use super::{job_lookup, request, script, writes};
 
 /// Finalizer that cancels the job before the allocation goes away.
 pub const FINALIZER: &str = "slurmlab.io/cancel-job";
-/// Key of the Jupyter token in the allocation's Secret.
+/// The one Secret per namespace that holds its allocations' Jupyter tokens, one key per
+/// allocation (its name). One fixed name lets RBAC grant the gateway exactly these
+/// Secrets (`resourceNames`), never the SLURM JWT key or anything else.
+pub const TOKEN_SECRET: &str = "slurmlab-jupyter-tokens";
+/// Key of the token in a Secret of an allocation's own (made by releases before 0.2).
 pub const TOKEN_KEY: &str = "token";
 const CONDITION_VALID: &str = "Valid";
 const CONDITION_READY: &str = "Ready";
@@ -56,25 +60,38 @@ fn crash_point(name: &str) {
     }
 }
 
-/// The Jupyter token in Secret `ns/secret`; `None` when the Secret has no `token` key.
-/// (The controller, the session reconciler and the gateway all read it this way.)
+/// The key holding `allocation`'s token in Secret `secret` (its status names the Secret).
+pub fn token_key<'a>(secret: &str, allocation: &'a str) -> &'a str {
+    if secret == TOKEN_SECRET {
+        allocation
+    } else {
+        TOKEN_KEY
+    }
+}
+
+/// The Jupyter token of `allocation`, kept in Secret `ns/secret`; `None` when the Secret
+/// has no key for it. (The controller, the session reconciler and the gateway all read it
+/// this way.)
 pub async fn read_jupyter_token(
     client: &kube::Client,
     ns: &str,
     secret: &str,
+    allocation: &str,
 ) -> Result<Option<String>, kube::Error> {
     let s = Api::<Secret>::namespaced(client.clone(), ns)
         .get(secret)
         .await?;
+    let key = token_key(secret, allocation);
     Ok(s.data.and_then(|d| {
-        d.get(TOKEN_KEY)
+        d.get(key)
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
     }))
 }
 
-/// Name of the Secret holding an allocation's Jupyter token.
-pub fn token_secret_name(allocation: &str) -> String {
-    format!("{allocation}-jupyter-token")
+/// The field manager that owns one allocation's entries in the shared token Secret, so
+/// applies for different allocations never touch each other's keys.
+fn token_manager(uid: &str) -> String {
+    format!("slurmlab.io/token-{uid}")
 }
 
 pub async fn reconcile(
@@ -286,28 +303,49 @@ impl<'a> Reconcile<'a> {
             "the request is within the cluster's limits",
         );
         let token = self.ensure_token_secret().await?;
+        let attempt = self.status.restarts.max(0);
+        let claimed = self.status.submit_claim == Some(attempt);
+        let nonce = match (claimed, &self.status.submit_nonce) {
+            (true, Some(n)) => n.clone(),
+            _ => identity::new_nonce().map_err(ReconcileError::Other)?,
+        };
         let owner = JobOwner {
             namespace: self.ns.clone(),
             name: self.name.clone(),
             uid: self.alloc.uid().unwrap_or_default(),
-            attempt: self.status.restarts.max(0) as u32,
+            attempt: attempt as u32,
             cluster_uid: handle.uid.clone(),
+            nonce,
         };
 
         // An earlier reconcile claimed this attempt and may have submitted it (then
         // crashed, or lost the answer or the status write): look for its job first. A
         // fresh attempt is claimed and written before the submit, so it needs no lookup.
-        let attempt = owner.attempt as i32;
         handle.note_user(&user);
-        let existing = if self.status.submit_claim == Some(attempt) {
+        let existing = if claimed {
+            // Claims this attempt (forged or not) ...
             let tagged = |j: &crate::slurm::JobInfo| {
                 j.comment
                     .as_deref()
                     .and_then(|c| parse_comment(c).owner)
                     .is_some_and(|o| o.same_object(&owner) && o.attempt == owner.attempt)
             };
-            let found =
-                job_lookup::find_attempt(&*handle.client, &user, &owner.job_name(), &tagged).await;
+            // ... and is the very submission claimed, signed with our key.
+            let key = &self.ctx.tag_key;
+            let genuine = |j: &crate::slurm::JobInfo| {
+                j.comment
+                    .as_deref()
+                    .and_then(|c| key.authentic_owner(c))
+                    .is_some_and(|o| o == owner)
+            };
+            let found = job_lookup::find_attempt(
+                &*handle.client,
+                &user,
+                &owner.job_name(),
+                &tagged,
+                &genuine,
+            )
+            .await;
             match found {
                 Ok(search) => {
                     self.ctx
@@ -321,6 +359,7 @@ impl<'a> Reconcile<'a> {
             }
         } else {
             self.status.submit_claim = Some(attempt);
+            self.status.submit_nonce = Some(owner.nonce.clone());
             writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status).await?;
             crash_point("after-claim");
             None
@@ -329,13 +368,14 @@ impl<'a> Reconcile<'a> {
             Some(job) => (job.id, "Adopted"),
             None => {
                 let template = &cluster.job_template;
-                let batch = script::render(template, &owner);
+                let comment = owner.comment(&self.ctx.tag_key);
+                let batch = script::render(template, &owner, &comment);
                 let job = request::job_spec(
                     &resolved,
                     &self.alloc.spec,
                     cluster,
                     owner.job_name(),
-                    owner.comment(),
+                    comment,
                     batch,
                     &token,
                 );
@@ -367,7 +407,8 @@ impl<'a> Reconcile<'a> {
         self.set_condition(CONDITION_SLURM, true, "Reachable", "slurmrestd answers");
         self.status.slurm = Some(job_status(job_id, None, &user));
         self.status.submit_claim = None;
-        self.status.token_secret = Some(token_secret_name(&self.name));
+        self.status.submit_nonce = None;
+        self.status.token_secret = Some(self.token_secret().to_owned());
         self.status.restart_after = None;
         // A new job: idleness is counted from when it is Ready, and nobody cancelled it.
         self.status.idle_since = None;
@@ -542,11 +583,16 @@ impl<'a> Reconcile<'a> {
     /// and a metric each; they are left alone (not ours to adopt or cancel).
     async fn report_forged(&self, cluster: &str, user: &str, forged: &[crate::slurm::JobInfo]) {
         for job in forged {
+            let job_user = job.user.as_deref().unwrap_or("(unknown)");
+            let why = if job_user == user {
+                "its tag is not signed with this controller's key for the claimed submission"
+                    .to_owned()
+            } else {
+                format!("it runs as SLURM user {job_user}, not {user}")
+            };
             let message = format!(
-                "ignored job {} ({}): it carries this allocation's tag but runs as SLURM user {}, not {user}; it was not adopted and is left alone",
-                job.id,
-                job.name,
-                job.user.as_deref().unwrap_or("(unknown)")
+                "ignored job {} ({}): it carries this allocation's tag but {why}; it was not adopted and is left alone",
+                job.id, job.name
             );
             warn!(cluster, job = job.id, "{message}");
             self.ctx.metrics.forged_job(cluster, "adoption");
@@ -678,14 +724,26 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    async fn read_token(&self) -> Result<String, ReconcileError> {
-        let secret = token_secret_name(&self.name);
-        read_jupyter_token(&self.ctx.client, &self.ns, &secret)
-            .await?
-            .ok_or_else(|| ReconcileError::Other(format!("Secret {secret} has no key {TOKEN_KEY}")))
+    /// The Secret holding this allocation's token: the one its status names (an older
+    /// release's own Secret), else the namespace's shared one.
+    fn token_secret(&self) -> &str {
+        self.status.token_secret.as_deref().unwrap_or(TOKEN_SECRET)
     }
 
-    /// The token Secret, owned by the allocation (deleted with it); created once.
+    async fn read_token(&self) -> Result<String, ReconcileError> {
+        let secret = self.token_secret();
+        read_jupyter_token(&self.ctx.client, &self.ns, secret, &self.name)
+            .await?
+            .ok_or_else(|| {
+                ReconcileError::Other(format!(
+                    "Secret {secret} has no key {}",
+                    token_key(secret, &self.name)
+                ))
+            })
+    }
+
+    /// This allocation's entry in the namespace's token Secret, and an owner reference to
+    /// it (the Secret goes with the last allocation); the token is made once.
     async fn ensure_token_secret(&self) -> Result<String, ReconcileError> {
         if let Ok(token) = self.read_token().await {
             return Ok(token);
@@ -694,34 +752,46 @@ impl<'a> Reconcile<'a> {
         getrandom::fill(&mut bytes)
             .map_err(|e| ReconcileError::Other(format!("no randomness for a token: {e}")))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.apply_token_entry(Some(&token)).await?;
+        Ok(token)
+    }
+
+    /// Server-side apply of this allocation's fields in the shared token Secret, as a field
+    /// manager of its own: `token` `None` drops its key and keeps its owner reference.
+    async fn apply_token_entry(&self, token: Option<&str>) -> Result<(), ReconcileError> {
+        let uid = self.alloc.uid().unwrap_or_default();
         let owner = OwnerReference {
             api_version: "slurmlab.io/v1alpha1".into(),
             kind: "ComputeAllocation".into(),
             name: self.name.clone(),
-            uid: self.alloc.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
+            uid: uid.clone(),
+            controller: None,
+            block_owner_deletion: None,
         };
-        let secret: Secret = serde_json::from_value(json!({
+        let mut secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
-                "name": token_secret_name(&self.name),
+                "name": TOKEN_SECRET,
                 "namespace": self.ns,
-                "labels": {"app.kubernetes.io/managed-by": "slurmlab", "slurmlab.io/allocation": self.name},
+                "labels": {"app.kubernetes.io/managed-by": "slurmlab"},
                 "ownerReferences": [owner],
             },
             "type": "Opaque",
-            "stringData": {TOKEN_KEY: token},
-        }))
-        .map_err(|e| ReconcileError::Other(e.to_string()))?;
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => Ok(token),
-            // Created by a concurrent pass: use that one.
-            Err(kube::Error::Api(s)) if s.code == 409 => self.read_token().await,
-            Err(e) => Err(e.into()),
+        });
+        if let Some(t) = token {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(t);
+            secret["data"] = json!({ self.name.as_str(): encoded });
         }
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        api.patch(
+            TOKEN_SECRET,
+            &PatchParams::apply(&token_manager(&uid)).force(),
+            &Patch::Apply(secret),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Allocations of this namespace on the cluster that have not ended (this one excluded).
@@ -790,6 +860,13 @@ impl<'a> Reconcile<'a> {
         } else if job_id.is_some() && !self.cancel_wait_over() {
             // The cluster is not connected (yet): give it a moment before giving up.
             return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        // The job is gone: so is the point of its token (best effort; the Secret itself goes
+        // with the namespace's last allocation).
+        if self.token_secret() == TOKEN_SECRET
+            && let Err(e) = self.apply_token_entry(None).await
+        {
+            warn!(error = %e, "cannot drop the allocation's token entry");
         }
         writes::remove_finalizer(&self.api, self.alloc, FINALIZER).await?;
         Ok(Action::await_change())

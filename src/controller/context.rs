@@ -43,6 +43,8 @@ pub struct Context {
     pub allocation_trigger: UnboundedSender<ObjectRef<ComputeAllocation>>,
     /// (cluster, job id) → the allocation that owns the job.
     pub job_owners: Mutex<HashMap<(String, u64), ObjectRef<ComputeAllocation>>>,
+    /// Signs and verifies job tags.
+    pub tag_key: super::identity::TagKey,
 }
 
 impl Context {
@@ -108,6 +110,7 @@ impl ClusterHandle {
         let mapping = &self.spec.user_mapping;
         users.extend(mapping.default_user.iter().cloned());
         users.extend(mapping.allowed_users.iter().cloned());
+        users.extend(mapping.namespaces.values().cloned());
         users.extend(self.token_user.iter().cloned());
         users.into_iter().collect()
     }

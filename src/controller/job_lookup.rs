@@ -130,26 +130,29 @@ async fn accounted(
 /// What a search for an allocation's claimed attempt found.
 #[derive(Debug)]
 pub struct AttemptSearch {
-    /// The attempt's job: its tag names the allocation and attempt AND it runs as the
-    /// allocation's SLURM user.
+    /// The attempt's job: its tag is signed with our key and names the allocation, the
+    /// attempt and the claimed submission's nonce, AND it runs as the allocation's SLURM
+    /// user.
     pub job: Option<JobInfo>,
-    /// Jobs with the right tag under another SLURM user: forged (any SLURM user can name
-    /// a job and write a comment). Never adopted, never cancelled by us.
+    /// Jobs that claim the attempt but are not that: forged (any SLURM user can name a
+    /// job and write a comment). Never adopted, never cancelled by us.
     pub forged: Vec<JobInfo>,
     pub listing: Listing,
 }
 
-/// Splits jobs carrying the attempt's tag (`tagged`) into the one that runs as `user`
-/// and the forged rest (pure; unit-tested).
-pub fn split_by_user(
+/// Splits jobs that claim the attempt (`tagged`) into the one that runs as `user` and
+/// whose tag is `genuine` (signed, the claimed submission), and the forged rest (pure;
+/// unit-tested).
+pub fn split_claims(
     jobs: Vec<JobInfo>,
     user: &str,
     tagged: &dyn Fn(&JobInfo) -> bool,
+    genuine: &dyn Fn(&JobInfo) -> bool,
 ) -> (Option<JobInfo>, Vec<JobInfo>) {
     let (mine, forged): (Vec<JobInfo>, Vec<JobInfo>) = jobs
         .into_iter()
         .filter(|j| tagged(j))
-        .partition(|j| j.user.as_deref() == Some(user));
+        .partition(|j| j.user.as_deref() == Some(user) && genuine(j));
     (mine.into_iter().next(), forged)
 }
 
@@ -164,10 +167,11 @@ pub async fn find_attempt(
     user: &str,
     name: &str,
     tagged: &(dyn Fn(&JobInfo) -> bool + Sync),
+    genuine: &(dyn Fn(&JobInfo) -> bool + Sync),
 ) -> Result<AttemptSearch, SlurmError> {
     let names = [name.to_owned()];
     let (jobs, listing) = unfinished_jobs(api, &[user.to_owned()], &names, &|_| false).await?;
-    let (job, forged) = split_by_user(jobs, user, tagged);
+    let (job, forged) = split_claims(jobs, user, tagged, genuine);
     if job.is_some() || listing == Listing::WholeTable {
         return Ok(AttemptSearch {
             job,
@@ -176,7 +180,7 @@ pub async fn find_attempt(
         });
     }
     let (jobs, listing) = unfinished_jobs(api, &[], &names, &|_| false).await?;
-    let (job, forged) = split_by_user(jobs, user, tagged);
+    let (job, forged) = split_claims(jobs, user, tagged, genuine);
     Ok(AttemptSearch {
         job,
         forged,
@@ -198,17 +202,24 @@ mod tests {
     }
 
     #[test]
-    fn only_the_allocations_own_user_is_adopted_the_rest_is_forged() {
-        let tagged = |j: &JobInfo| j.comment.as_deref() == Some("tag");
+    fn only_the_allocations_own_user_and_signed_tag_is_adopted_the_rest_is_forged() {
+        let tagged = |j: &JobInfo| j.comment.as_deref().is_some_and(|c| c.starts_with("tag"));
+        let genuine = |j: &JobInfo| j.comment.as_deref() == Some("tag signed");
         let jobs = vec![
-            job(1, "mallory", "tag"),
+            job(1, "mallory", "tag signed"),
             job(2, "slurmjob", "other"),
-            job(3, "slurmjob", "tag"),
+            job(3, "slurmjob", "tag unsigned"),
+            job(4, "slurmjob", "tag signed"),
         ];
-        let (mine, forged) = split_by_user(jobs, "slurmjob", &tagged);
-        assert_eq!(mine.map(|j| j.id), Some(3));
-        assert_eq!(forged.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1]);
-        let (none, forged) = split_by_user(vec![job(1, "mallory", "tag")], "slurmjob", &tagged);
+        let (mine, forged) = split_claims(jobs, "slurmjob", &tagged, &genuine);
+        assert_eq!(mine.map(|j| j.id), Some(4));
+        assert_eq!(forged.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1, 3]);
+        let (none, forged) = split_claims(
+            vec![job(1, "mallory", "tag signed")],
+            "slurmjob",
+            &tagged,
+            &genuine,
+        );
         assert!(none.is_none());
         assert_eq!(forged.len(), 1);
     }

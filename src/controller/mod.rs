@@ -17,6 +17,7 @@ mod orphans;
 pub mod request;
 pub mod script;
 mod session;
+pub mod tag_key;
 pub mod uninstall;
 mod writes;
 
@@ -34,7 +35,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use allocation::{FINALIZER, TOKEN_KEY, read_jupyter_token, token_secret_name};
+pub use allocation::{FINALIZER, TOKEN_SECRET, read_jupyter_token, token_key};
 pub use error::ReconcileError;
 pub use session::{SESSION_FINALIZER, continued_name, owned_allocation_name};
 
@@ -65,6 +66,14 @@ pub struct ControllerArgs {
     /// Namespace of the leader Lease (default: the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "slurmlab-system")]
     pub lease_namespace: String,
+    /// Secret (in the lease namespace, the controller's own) holding the key that signs
+    /// job tags; made on first start.
+    #[arg(
+        long,
+        env = "SLURMLAB_TAG_KEY_SECRET",
+        default_value = "slurmlab-job-tag-key"
+    )]
+    pub tag_key_secret: String,
     /// Name of the leader Lease.
     #[arg(
         long,
@@ -106,6 +115,8 @@ pub enum ControllerError {
         "leader election failed: {0} (the controller needs get/create/update on leases in {1})"
     )]
     Lease(String, String),
+    #[error("{0}")]
+    TagKey(#[from] tag_key::TagKeyError),
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<Client, ControllerError> {
@@ -195,6 +206,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         });
         lease = Some((leader, task, watcher_task));
     }
+    let tag_key =
+        tag_key::load_or_create(client.clone(), &args.lease_namespace, &args.tag_key_secret)
+            .await?;
     readiness.leading();
     metrics.set_leader(true);
 
@@ -214,6 +228,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         },
         allocation_trigger: trigger_tx,
         job_owners: Default::default(),
+        tag_key,
     });
 
     let mut cluster_watch = watcher::Config::default();

@@ -148,11 +148,25 @@ pub async fn sweep(
             continue;
         }
         let user = job.user.clone().unwrap_or_default();
-        // Any SLURM user can name a job and write our tag into its comment: only a job of
-        // the user the owner's namespace maps to is ours to cancel.
-        if !is_mapped_user(ctx, handle.as_deref(), &owner.namespace, &user).await {
+        // Any SLURM user can name a job and write our tag into its comment: only a job
+        // whose tag we signed, of the user the owner's namespace maps to, is ours to cancel.
+        let signed = job
+            .comment
+            .as_deref()
+            .and_then(|c| ctx.tag_key.authentic_owner(c))
+            .is_some();
+        let forged = if !signed {
+            Some("no valid signature of this controller's (forged, or from before the job tag key existed)".to_owned())
+        } else if !is_mapped_user(ctx, handle.as_deref(), &owner.namespace, &user).await {
+            Some(format!(
+                "runs as SLURM user {user:?}, which that namespace does not map to"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = forged {
             let message = format!(
-                "ignored job {} ({}): it carries the tag of ComputeAllocation {}/{} but runs as SLURM user {user:?}, which that namespace does not map to; it was left alone",
+                "ignored job {} ({}): it carries the tag of ComputeAllocation {}/{} but {why}; it was left alone",
                 job.id, job.name, owner.namespace, owner.name
             );
             warn!(%cluster, job = job.id, "{message}");

@@ -109,12 +109,16 @@ const NEVER_MAPPED: &[&str] = &["root", "slurm"];
 /// whole SLURM cluster), so the mapping fails closed: an explicit allow-list is required.
 pub fn mapping_problem(cluster: &SlurmClusterSpec) -> Option<String> {
     let m = &cluster.user_mapping;
-    if cluster.auth.jwt_key_secret_ref.is_some() && m.allowed_users.is_empty() {
-        return Some("userMapping.allowedUsers is empty: with a jwtKeySecretRef the controller could act as any SLURM user, so nothing is submitted until the allow-list names the users namespaces may map to".to_owned());
+    if cluster.auth.jwt_key_secret_ref.is_some()
+        && m.allowed_users.is_empty()
+        && m.namespaces.is_empty()
+    {
+        return Some("userMapping.allowedUsers and userMapping.namespaces are empty: with a jwtKeySecretRef the controller could act as any SLURM user, so nothing is submitted until the mapping names the users namespaces may map to".to_owned());
     }
     m.allowed_users
         .iter()
         .chain(&m.default_user)
+        .chain(m.namespaces.values())
         .find_map(|u| refused_user(u).map(|why| format!("userMapping lists {u:?}: {why}")))
 }
 
@@ -134,9 +138,10 @@ fn refused_user(user: &str) -> Option<&'static str> {
     }
 }
 
-/// The SLURM user of a namespace: its annotation, else the cluster's default; checked
-/// against the allow-list (required with a JWT key), the users never mapped, and the
-/// one user a static token can act as.
+/// The SLURM user of a namespace: the admin's `namespaces` table, else (only if the admin
+/// allowed it) the namespace's annotation, else the cluster's default; checked against
+/// the users never mapped, the allow-list (for annotations and the default; required
+/// with a JWT key), and the one user a static token can act as.
 pub fn slurm_user(
     namespace: &str,
     annotations: &BTreeMap<String, String>,
@@ -148,22 +153,33 @@ pub fn slurm_user(
         .namespace_annotation
         .as_deref()
         .unwrap_or(DEFAULT_USER_ANNOTATION);
-    let user = annotations
-        .get(key)
-        .cloned()
-        .or_else(|| m.default_user.clone())
-        .ok_or_else(|| {
-            format!("namespace {namespace} has no SLURM user: an administrator must annotate it with {key}=<user> or set userMapping.defaultUser on the SlurmCluster")
-        })?;
     if let Some(problem) = mapping_problem(cluster) {
         return Err(problem);
     }
+    let from_table = m.namespaces.get(namespace).cloned();
+    let listed = from_table.is_some();
+    let user = from_table
+        .or_else(|| {
+            m.honor_namespace_annotation
+                .then(|| annotations.get(key).cloned())
+                .flatten()
+        })
+        .or_else(|| m.default_user.clone())
+        .ok_or_else(|| {
+            let annotation = if m.honor_namespace_annotation {
+                format!(", annotate the namespace with {key}=<user>")
+            } else {
+                String::new()
+            };
+            format!("namespace {namespace} has no SLURM user: an administrator must map it in the SlurmCluster's userMapping.namespaces{annotation} or set userMapping.defaultUser")
+        })?;
     if let Some(why) = refused_user(&user) {
         return Err(format!(
             "SLURM user {user:?} (from namespace {namespace}) is refused: {why}"
         ));
     }
-    if !m.allowed_users.is_empty() && !m.allowed_users.contains(&user) {
+    let must_be_allowed = !m.allowed_users.is_empty() || cluster.auth.jwt_key_secret_ref.is_some();
+    if !listed && must_be_allowed && !m.allowed_users.contains(&user) {
         return Err(format!(
             "SLURM user {user:?} (from namespace {namespace}) is not in the SlurmCluster's userMapping.allowedUsers"
         ));
@@ -197,7 +213,9 @@ pub fn job_spec(
     environment.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
     environment.extend(t.environment.clone());
     environment.extend(spec.environment.clone());
-    // Last, so no spec can override it.
+    // Last, so no spec can override them. slurmstepd creates the job's output file with
+    // the umask in SLURM_UMASK: the job's log is its user's alone.
+    environment.insert("SLURM_UMASK".into(), "0077".into());
     environment.insert("JUPYTER_TOKEN".into(), token.to_owned());
     JobSpec {
         name,
@@ -314,6 +332,7 @@ mod tests {
     #[test]
     fn the_mapping_fails_closed_and_never_reaches_root() {
         let mut c = cluster();
+        c.user_mapping.honor_namespace_annotation = true;
         let ns = |u: &str| BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), u.to_owned())]);
         // Even without an allow-list (static token), root and bad names never pass.
         for bad in ["root", "slurm", "Root", "alice;id", "../x", "0day", ""] {
@@ -327,6 +346,20 @@ mod tests {
         .unwrap();
         let problem = mapping_problem(&c).expect("no allow-list with a JWT key");
         assert!(problem.contains("allowedUsers"), "{problem}");
+        // The admin's table is an allow-list of its own ...
+        c.user_mapping.namespaces = BTreeMap::from([("team-a".to_owned(), "alice".to_owned())]);
+        assert_eq!(mapping_problem(&c), None);
+        assert_eq!(slurm_user("team-a", &ns("bob"), &c, None).unwrap(), "alice");
+        // ... which does not let other namespaces name users by annotation.
+        assert!(
+            slurm_user("other", &ns("bob"), &c, None)
+                .unwrap_err()
+                .contains("allowedUsers")
+        );
+        c.user_mapping.namespaces = BTreeMap::from([("team-a".to_owned(), "root".to_owned())]);
+        assert!(mapping_problem(&c).unwrap().contains("\"root\""));
+        c.user_mapping.namespaces.clear();
+        let problem = mapping_problem(&c).expect("no allow-list with a JWT key");
         assert_eq!(
             slurm_user("ns", &ns("alice"), &c, None).unwrap_err(),
             problem
@@ -347,7 +380,7 @@ mod tests {
         assert!(
             slurm_user("ns", &none, &c, None)
                 .unwrap_err()
-                .contains("annotate it with slurmlab.io/slurm-user")
+                .contains("map it in the SlurmCluster's userMapping.namespaces")
         );
         c.user_mapping = UserMapping {
             default_user: Some("shared".into()),
@@ -356,6 +389,9 @@ mod tests {
         };
         assert_eq!(slurm_user("ns", &none, &c, None).unwrap(), "shared");
         let annotated = BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), "alice".to_owned())]);
+        // A tenant who annotates its own namespace changes nothing by default.
+        assert_eq!(slurm_user("ns", &annotated, &c, None).unwrap(), "shared");
+        c.user_mapping.honor_namespace_annotation = true;
         assert_eq!(slurm_user("ns", &annotated, &c, None).unwrap(), "alice");
         let bad = BTreeMap::from([("slurmlab.io/slurm-user".to_owned(), "mallory".to_owned())]);
         assert!(
@@ -388,6 +424,7 @@ mod tests {
             "s3cret",
         );
         assert_eq!(j.environment["JUPYTER_TOKEN"], "s3cret");
+        assert_eq!(j.environment["SLURM_UMASK"], "0077");
         assert!(
             !j.script.contains("s3cret")
                 && !j.name.contains("s3cret")

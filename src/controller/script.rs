@@ -46,8 +46,9 @@ def _open_nodelay(self, *args, **kwargs):
 _KWH.open = _open_nodelay
 "#;
 
-/// Renders the batch script for one allocation.
-pub fn render(template: &JobTemplate, owner: &JobOwner) -> String {
+/// Renders the batch script for one allocation, whose job carries `comment` (the signed
+/// tag, which the script keeps in front of the endpoint it reports).
+pub fn render(template: &JobTemplate, owner: &JobOwner, comment: &str) -> String {
     let mut s = String::new();
     s.push_str("#!/bin/bash\n");
     s.push_str(&format!(
@@ -117,7 +118,7 @@ pub fn render(template: &JobTemplate, owner: &JobOwner) -> String {
     ));
     s.push_str(&format!(
         "  scontrol update JobId=\"$SLURM_JOB_ID\" Comment={}\" jupyter=$HOST:$PORT\"\n",
-        shell_quote(&owner.comment())
+        shell_quote(comment)
     ));
     s.push_str("  started=$SECONDS\n");
     s.push_str(&format!(
@@ -161,14 +162,17 @@ mod tests {
             uid: "u-1".into(),
             attempt: 0,
             cluster_uid: "c".into(),
+            nonce: "n".into(),
         }
     }
 
+    const COMMENT: &str = "slurmlab owner=ns/box uid=u-1 attempt=0 cluster=c nonce=n mac=m";
+
     #[test]
     fn the_script_runs_the_preamble_then_reports_and_starts_the_server() {
-        let s = render(&template(), &owner());
+        let s = render(&template(), &owner(), COMMENT);
         let pre = s.find("module load python/3.12").unwrap();
-        let report = s.find("  scontrol update JobId=\"$SLURM_JOB_ID\" Comment='slurmlab owner=ns/box uid=u-1 attempt=0 cluster=c'\" jupyter=$HOST:$PORT\"").unwrap();
+        let report = s.find("  scontrol update JobId=\"$SLURM_JOB_ID\" Comment='slurmlab owner=ns/box uid=u-1 attempt=0 cluster=c nonce=n mac=m'\" jupyter=$HOST:$PORT\"").unwrap();
         let server = s
             .find("jupyter server --no-browser --ip=\"$HOST\" --port=\"$PORT\"")
             .unwrap();
@@ -191,7 +195,7 @@ mod tests {
 
     #[test]
     fn no_token_is_ever_in_the_script() {
-        let s = render(&template(), &owner());
+        let s = render(&template(), &owner(), COMMENT);
         // Never on a command line: the server reads it from the 0600 file.
         assert!(!s.contains("--ServerApp.token") && !s.contains("--IdentityProvider.token"));
         assert!(
@@ -207,14 +211,14 @@ mod tests {
             node_domain: None,
             ..template()
         };
-        assert!(render(&t, &owner()).contains("HOST='127.0.0.1'\n"));
+        assert!(render(&t, &owner(), COMMENT).contains("HOST='127.0.0.1'\n"));
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }
 
     #[test]
     fn the_script_is_valid_bash() {
         let path = std::env::temp_dir().join(format!("slurmlab-script-{}.sh", std::process::id()));
-        std::fs::write(&path, render(&template(), &owner())).unwrap();
+        std::fs::write(&path, render(&template(), &owner(), COMMENT)).unwrap();
         let out = std::process::Command::new("bash")
             .arg("-n")
             .arg(&path)
@@ -265,7 +269,7 @@ mod tests {
             ..template()
         };
         let script = dir.join("job.sh");
-        std::fs::write(&script, render(&t, &owner())).unwrap();
+        std::fs::write(&script, render(&t, &owner(), COMMENT)).unwrap();
         let out = std::process::Command::new("bash")
             .arg(&script)
             .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))

@@ -23,7 +23,7 @@ use crate::jupyter::{JupyterError, JupyterServer, KernelChannel, notebook};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::{TOKEN_KEY, read_jupyter_token, writes};
+use super::{read_jupyter_token, token_key, writes};
 
 /// Finalizer that shuts the kernel down before the session goes away.
 pub const SESSION_FINALIZER: &str = "slurmlab.io/shutdown-kernel";
@@ -195,7 +195,10 @@ impl<'a> SessionReconcile<'a> {
         }
         let endpoint = alloc_status.endpoint.clone().unwrap_or_default();
         let token = self
-            .token(&alloc_status.token_secret.clone().unwrap_or_default())
+            .token(
+                &alloc_status.token_secret.clone().unwrap_or_default(),
+                &alloc_name,
+            )
             .await?;
         let server = JupyterServer::new(&endpoint, token, Duration::from_secs(30))?;
         self.status.node = alloc_status.slurm.as_ref().and_then(|s| s.node.clone());
@@ -290,10 +293,16 @@ impl<'a> SessionReconcile<'a> {
             .count())
     }
 
-    async fn token(&self, secret: &str) -> Result<String, ReconcileError> {
-        read_jupyter_token(&self.ctx.client, &self.ns, secret)
+    /// The Jupyter token of `allocation`, kept in Secret `secret`.
+    async fn token(&self, secret: &str, allocation: &str) -> Result<String, ReconcileError> {
+        read_jupyter_token(&self.ctx.client, &self.ns, secret, allocation)
             .await?
-            .ok_or_else(|| ReconcileError::Other(format!("Secret {secret} has no key {TOKEN_KEY}")))
+            .ok_or_else(|| {
+                ReconcileError::Other(format!(
+                    "Secret {secret} has no key {}",
+                    token_key(secret, allocation)
+                ))
+            })
     }
 
     /// Starts the kernel, prepares the notebook by mode, restores if asked.
@@ -525,13 +534,14 @@ impl<'a> SessionReconcile<'a> {
         {
             return Ok(Action::await_change());
         }
-        if let (Some(kernel), Some(endpoint), Some(secret)) = (
+        if let (Some(kernel), Some(endpoint), Some(secret), Some(allocation)) = (
             &self.status.kernel_id,
             &self.status.endpoint,
             &self.status.token_secret,
+            &self.status.allocation,
         ) {
             let shutdown = async {
-                let token = self.token(secret).await?;
+                let token = self.token(secret, allocation).await?;
                 let server = JupyterServer::new(endpoint, token, Duration::from_secs(5))?;
                 server.shutdown(kernel).await?;
                 Ok::<(), ReconcileError>(())

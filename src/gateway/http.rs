@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -82,7 +82,12 @@ async fn authenticate(
             "missing bearer token: send `Authorization: Bearer <Kubernetes token>`",
         );
     };
-    match auth.review(token).await {
+    // The peer address (absent only where no connect info is attached, e.g. in tests).
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    match auth.review(token, client).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

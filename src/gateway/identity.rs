@@ -3,6 +3,7 @@
 //! (HTTP), whose user the gateway then impersonates.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -77,24 +78,36 @@ const REVIEW_TTL: Duration = Duration::from_secs(60);
 const MAX_CACHED: usize = 10_000;
 /// How long a rejected token is answered from memory.
 const REJECTED_TTL: Duration = Duration::from_secs(10);
-/// Failed reviews allowed per window before unknown tokens are refused unreviewed, so a
-/// token-guessing loop cannot turn the gateway into a TokenReview flood.
-const FAILURES_PER_WINDOW: u32 = 20;
+/// Failed reviews allowed per client address and window before that client's unknown
+/// tokens are refused unreviewed, so a token-guessing loop cannot turn the gateway into a
+/// TokenReview flood, nor lock everyone else out.
+const FAILURES_PER_CLIENT: u32 = 20;
+/// The same for all clients together: a bound on TokenReview load from many addresses.
+const FAILURES_OVERALL: u32 = 200;
 const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Bound on client addresses remembered (beyond it, stale ones are dropped first).
+const MAX_CLIENTS: usize = 10_000;
 
 /// Counts failed reviews in fixed windows (pure; unit-tested).
 #[derive(Debug)]
 pub struct FailureBudget {
     window_start: Instant,
     failures: u32,
+    limit: u32,
 }
 
 impl FailureBudget {
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: Instant, limit: u32) -> Self {
         Self {
             window_start: now,
             failures: 0,
+            limit,
         }
+    }
+
+    /// Whether the window this budget counts in is over.
+    fn stale(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.window_start) >= FAILURE_WINDOW
     }
 
     /// `Err(seconds to wait)` while the window's failures are spent.
@@ -104,7 +117,7 @@ impl FailureBudget {
             self.window_start = now;
             self.failures = 0;
         }
-        if self.failures >= FAILURES_PER_WINDOW {
+        if self.failures >= self.limit {
             let left = FAILURE_WINDOW.saturating_sub(elapsed);
             return Err(left.as_secs().max(1));
         }
@@ -125,11 +138,39 @@ enum Verdict {
 
 struct Memory {
     verdicts: HashMap<[u8; 32], (Instant, Verdict)>,
-    failures: FailureBudget,
+    overall: FailureBudget,
+    per_client: HashMap<IpAddr, FailureBudget>,
+}
+
+impl Memory {
+    /// Whether `client` (and everyone together) may still have a token reviewed.
+    fn check(&mut self, client: Option<IpAddr>, now: Instant) -> Result<(), u64> {
+        if let Some(ip) = client {
+            if self.per_client.len() >= MAX_CLIENTS {
+                self.per_client.retain(|_, b| !b.stale(now));
+                if self.per_client.len() >= MAX_CLIENTS {
+                    self.per_client.clear();
+                }
+            }
+            self.per_client
+                .entry(ip)
+                .or_insert_with(|| FailureBudget::new(now, FAILURES_PER_CLIENT))
+                .check(now)?;
+        }
+        self.overall.check(now)
+    }
+
+    fn record_failure(&mut self, client: Option<IpAddr>) {
+        self.overall.record_failure();
+        if let Some(b) = client.and_then(|ip| self.per_client.get_mut(&ip)) {
+            b.record_failure();
+        }
+    }
 }
 
 /// Verifies bearer tokens with TokenReview, remembering answers for a minute (rejections
-/// for 10 s) and refusing unknown tokens unreviewed after a burst of failures.
+/// for 10 s) and refusing a client's unknown tokens unreviewed after a burst of its
+/// failures (and everyone's after a larger burst of all).
 pub struct Authenticator {
     client: kube::Client,
     audiences: Vec<String>,
@@ -143,13 +184,15 @@ impl Authenticator {
             audiences,
             memory: Mutex::new(Memory {
                 verdicts: HashMap::new(),
-                failures: FailureBudget::new(Instant::now()),
+                overall: FailureBudget::new(Instant::now(), FAILURES_OVERALL),
+                per_client: HashMap::new(),
             }),
         }
     }
 
-    /// The caller a token belongs to.
-    pub async fn review(&self, token: &str) -> Result<Caller, AuthError> {
+    /// The caller a token belongs to; `client` is the address it came from (its budget of
+    /// failed reviews; behind a proxy that is the proxy's).
+    pub async fn review(&self, token: &str, client: Option<IpAddr>) -> Result<Caller, AuthError> {
         // Only a digest of the token is kept in memory.
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         {
@@ -164,14 +207,13 @@ impl Authenticator {
                 _ => {}
             }
             memory
-                .failures
-                .check(Instant::now())
+                .check(client, Instant::now())
                 .map_err(AuthError::TooManyFailures)?;
         }
         let verdict = self.ask(token).await?;
         let mut memory = self.lock();
         if let Verdict::Rejected(_) = verdict {
-            memory.failures.record_failure();
+            memory.record_failure(client);
         }
         let verdicts = &mut memory.verdicts;
         if verdicts.len() >= MAX_CACHED {
@@ -255,14 +297,42 @@ mod tests {
     #[test]
     fn a_burst_of_failures_pauses_reviews_for_the_window() {
         let t0 = Instant::now();
-        let mut budget = FailureBudget::new(t0);
-        for _ in 0..FAILURES_PER_WINDOW {
+        let mut budget = FailureBudget::new(t0, FAILURES_PER_CLIENT);
+        for _ in 0..FAILURES_PER_CLIENT {
             assert_eq!(budget.check(t0), Ok(()));
             budget.record_failure();
         }
         let wait = budget.check(t0 + Duration::from_secs(3)).unwrap_err();
         assert!((1..=7).contains(&wait), "{wait}");
         assert_eq!(budget.check(t0 + FAILURE_WINDOW), Ok(()), "a new window");
+    }
+
+    #[test]
+    fn one_guessing_client_does_not_lock_out_the_others() {
+        let t0 = Instant::now();
+        let mut memory = Memory {
+            verdicts: HashMap::new(),
+            overall: FailureBudget::new(t0, FAILURES_OVERALL),
+            per_client: HashMap::new(),
+        };
+        let (guesser, other) = (
+            Some(IpAddr::from([10, 0, 0, 1])),
+            Some(IpAddr::from([10, 0, 0, 2])),
+        );
+        for _ in 0..FAILURES_PER_CLIENT {
+            assert_eq!(memory.check(guesser, t0), Ok(()));
+            memory.record_failure(guesser);
+        }
+        assert!(memory.check(guesser, t0).is_err());
+        assert_eq!(memory.check(other, t0), Ok(()));
+        // Many addresses together still meet the overall bound.
+        for i in 0..FAILURES_OVERALL {
+            let ip = Some(IpAddr::from(i.wrapping_add(0x0b00_0000).to_be_bytes()));
+            if memory.check(ip, t0).is_ok() {
+                memory.record_failure(ip);
+            }
+        }
+        assert!(memory.check(other, t0).is_err());
     }
 
     #[test]

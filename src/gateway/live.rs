@@ -1,13 +1,18 @@
 //! Ready sessions the gateway drives: each one's Jupyter server, its kernel channel (one
 //! execution at a time) and its notebook writer (one per session). Access is
-//! checked as the caller before a session is handed out; the Jupyter token is then read
-//! with the gateway's own identity and never leaves this module.
+//! checked as the caller before a session is handed out (a GET to read it; a
+//! SelfSubjectAccessReview for `create` on `jupytersessions/exec` to run code in it, as
+//! `pods/exec` is for pods); the Jupyter token is then read with the gateway's own
+//! identity and never leaves this module.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::api::Api;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
 use super::GatewayError;
@@ -15,11 +20,23 @@ use super::identity::Caller;
 use super::record::Recorder;
 use super::sessions::SessionId;
 use crate::api::{JupyterSession, SessionPhase};
-use crate::controller::{TOKEN_KEY, read_jupyter_token};
+use crate::controller::{read_jupyter_token, token_key};
 use crate::jupyter::{JupyterServer, KernelChannel};
 
-/// How long an access check (a GET as the caller) is trusted.
+/// How long an access check (a GET or an access review as the caller) is trusted.
 const ACCESS_TTL: Duration = Duration::from_secs(5);
+/// The RBAC subresource that lets a caller run code in a session.
+pub const EXEC_SUBRESOURCE: &str = "exec";
+
+/// What a tool needs from the caller on the session it touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read it: its notebook, its files (`get` on the JupyterSession).
+    Read,
+    /// Drive its kernel or write through it: run, edit, upload, interrupt, restart
+    /// (`get`, and `create` on `jupytersessions/exec`).
+    Exec,
+}
 /// Timeout of one Jupyter REST call.
 const REST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,7 +78,7 @@ impl LiveSession {
 pub struct LiveSessions {
     own: Client,
     sessions: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
-    checked: Mutex<HashMap<(Caller, SessionId), Instant>>,
+    checked: Mutex<HashMap<(Caller, SessionId, Access), Instant>>,
 }
 
 impl LiveSessions {
@@ -88,14 +105,16 @@ impl LiveSessions {
         lock(&self.sessions).len()
     }
 
-    /// The Ready session `id`, after checking that `caller` (through `client`) may get it.
+    /// The Ready session `id`, after checking that `caller` (through `client`, which acts
+    /// as the caller) has `access` to it.
     pub async fn get(
         &self,
         client: Client,
         caller: &Caller,
         id: &SessionId,
+        access: Access,
     ) -> Result<Arc<LiveSession>, GatewayError> {
-        let key = (caller.clone(), id.clone());
+        let key = (caller.clone(), id.clone(), access);
         let fresh = lock(&self.checked)
             .get(&key)
             .is_some_and(|at| at.elapsed() < ACCESS_TTL);
@@ -103,11 +122,14 @@ impl LiveSessions {
             live.touch();
             return Ok(live.clone());
         }
-        let api: Api<JupyterSession> = Api::namespaced(client, &id.namespace);
+        let api: Api<JupyterSession> = Api::namespaced(client.clone(), &id.namespace);
         let session = api
             .get(&id.name)
             .await
             .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
+        if access == Access::Exec {
+            may_exec(client, id).await?;
+        }
         let live = self.live(id, &session).await?;
         live.touch();
         let mut checked = lock(&self.checked);
@@ -119,7 +141,7 @@ impl LiveSessions {
     /// Forgets a session (deleted, or its kernel replaced).
     pub fn forget(&self, id: &SessionId) {
         lock(&self.sessions).remove(id);
-        lock(&self.checked).retain(|(_, s), _| s != id);
+        lock(&self.checked).retain(|(_, s, _), _| s != id);
     }
 
     async fn live(
@@ -136,8 +158,8 @@ impl LiveSessions {
                 st.message.map(|m| format!(": {m}")).unwrap_or_default()
             )));
         }
-        let (Some(kernel_id), Some(endpoint), Some(secret)) =
-            (st.kernel_id, st.endpoint, st.token_secret)
+        let (Some(kernel_id), Some(endpoint), Some(secret), Some(allocation)) =
+            (st.kernel_id, st.endpoint, st.token_secret, st.allocation)
         else {
             return Err(GatewayError::NotReady(format!(
                 "session {id} is Ready but has no kernel/endpoint yet; retry in a moment"
@@ -151,7 +173,7 @@ impl LiveSessions {
         {
             return Ok(live.clone());
         }
-        let token = self.token(&id.namespace, &secret).await?;
+        let token = self.token(&id.namespace, &secret, &allocation).await?;
         let server = JupyterServer::new(endpoint.as_str(), token, REST_TIMEOUT)?;
         let notebook_path = st.notebook_path.unwrap_or_default();
         let live = Arc::new(LiveSession {
@@ -170,8 +192,13 @@ impl LiveSessions {
     }
 
     /// The Jupyter token, read with the gateway's identity (callers never see it).
-    async fn token(&self, namespace: &str, secret: &str) -> Result<String, GatewayError> {
-        read_jupyter_token(&self.own, namespace, secret)
+    async fn token(
+        &self,
+        namespace: &str,
+        secret: &str,
+        allocation: &str,
+    ) -> Result<String, GatewayError> {
+        read_jupyter_token(&self.own, namespace, secret, allocation)
             .await
             .map_err(|e| {
                 GatewayError::Failed(format!(
@@ -179,8 +206,48 @@ impl LiveSessions {
                 ))
             })?
             .ok_or_else(|| {
-                GatewayError::Failed(format!("Secret {namespace}/{secret} has no key {TOKEN_KEY}"))
+                GatewayError::Failed(format!(
+                    "Secret {namespace}/{secret} has no key {}",
+                    token_key(secret, allocation)
+                ))
             })
+    }
+}
+
+/// Whether the caller behind `client` may run code in session `id`: one
+/// SelfSubjectAccessReview (every authenticated user may create one), so the API server's
+/// authorizer decides exactly as it would for a request of the caller's own.
+async fn may_exec(client: Client, id: &SessionId) -> Result<(), GatewayError> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(crate::api::GROUP.to_owned()),
+                resource: Some("jupytersessions".to_owned()),
+                subresource: Some(EXEC_SUBRESOURCE.to_owned()),
+                verb: Some("create".to_owned()),
+                namespace: Some(id.namespace.clone()),
+                name: Some(id.name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SelfSubjectAccessReview>::all(client)
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| GatewayError::Kube(format!("cannot review access to session {id}: {e}")))?;
+    match answer.status {
+        Some(st) if st.allowed => Ok(()),
+        st => Err(GatewayError::Forbidden(format!(
+            "you may read session {id} but not run code in it: that needs create on jupytersessions/{EXEC_SUBRESOURCE} (group {}) in namespace {}{}; ask your platform admin for the slurmlab user role",
+            crate::api::GROUP,
+            id.namespace,
+            st.and_then(|s| s.reason)
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ))),
     }
 }
 

@@ -107,6 +107,16 @@ pub struct GatewayArgs {
         value_delimiter = ','
     )]
     pub token_audiences: Vec<String>,
+    /// HTTP: the callers' groups the gateway impersonates (and which its RBAC names), so
+    /// RoleBindings to these groups apply to callers; any other group, and every group
+    /// under `system:`, is dropped. Default: none (RoleBindings to users and service
+    /// accounts apply).
+    #[arg(
+        long = "impersonate-group",
+        env = "SLURMLAB_IMPERSONATE_GROUPS",
+        value_delimiter = ','
+    )]
+    pub impersonate_groups: Vec<String>,
     /// HTTP: accepted Host headers (default: any when listening beyond loopback, else loopback names).
     #[arg(long = "allowed-host", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
@@ -125,6 +135,8 @@ pub enum GatewayRunError {
          that the API server answers and is v1.28 or newer"
     )]
     WhoAmI(String),
+    #[error("invalid setting: {0}")]
+    Setting(String),
     #[error("cannot read the profiles file {0}: {1}")]
     Profiles(String, String),
     #[error("cannot listen on {0}: {1}")]
@@ -148,7 +160,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
     let config = crate::process::kube_config(args.kubeconfig.as_deref())
         .await
         .map_err(GatewayRunError::Client)?;
-    let access = KubeAccess::new(config).map_err(|e| GatewayRunError::Client(e.to_string()))?;
+    let access = KubeAccess::new(config, args.impersonate_groups.clone()).map_err(|e| match e {
+        GatewayError::Invalid(m) => GatewayRunError::Setting(m),
+        e => GatewayRunError::Client(e.to_string()),
+    })?;
     let profiles = match &args.profiles_file {
         Some(p) => load_profiles(p)?,
         None => BTreeMap::new(),

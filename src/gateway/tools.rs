@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::GatewayError;
 use super::executions::{Placement, RunRequest};
 use super::identity::Caller;
-use super::live::LiveSession;
+use super::live::{Access, LiveSession};
 use super::params::*;
 use super::sessions::{NotebookChoice, SessionId, StartRequest};
 use super::state::GatewayState;
@@ -80,11 +80,16 @@ impl SlurmlabMcp {
         }
     }
 
-    /// The Ready session `id` as `caller` may use it.
-    async fn live(&self, caller: &Caller, id: &str) -> Result<Arc<LiveSession>, GatewayError> {
+    /// The Ready session `id`, if `caller` has `access` to it.
+    async fn live(
+        &self,
+        caller: &Caller,
+        id: &str,
+        access: Access,
+    ) -> Result<Arc<LiveSession>, GatewayError> {
         let id = SessionId::parse(id, &self.state.settings.default_namespace)?;
         let client = self.state.access.client_for(caller)?;
-        self.state.live.get(client, caller, &id).await
+        self.state.live.get(client, caller, &id, access).await
     }
 
     /// Runs a tool body: metrics, a log line, and errors as `isError` results.
@@ -288,7 +293,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("execute_code", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let settings = &self.state.settings;
             let exec = self.state.executions.submit(
                 live,
@@ -423,7 +428,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("edit_cell", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             {
                 // Refuse a cell that does not exist before running anything.
                 let nb = live.notebook.read().await?;
@@ -454,7 +459,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("add_markdown", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let index = live
                 .notebook
                 .apply(record::Change::Markdown(p.markdown))
@@ -475,7 +480,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("read_notebook", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Read).await?;
             let nb = live.notebook.read().await?;
             Ok(json_result(json!({
                 "notebook_path": live.notebook_path,
@@ -494,7 +499,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("interrupt_kernel", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             live.server.interrupt(&live.kernel_id).await?;
             Ok(json_result(json!({"interrupted": live.id.to_string()})))
         })
@@ -510,7 +515,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("restart_kernel", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let id = live.id.to_string();
             for exec in self.state.executions.running_on(&id) {
                 exec.cancel();
@@ -538,7 +543,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("get_workspace", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let exec = self.state.executions.submit(
                 live,
                 &caller,
@@ -563,7 +568,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("list_files", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Read).await?;
             let entries = live.server.list(p.path.as_deref().unwrap_or("")).await?;
             let files: Vec<Value> = entries
                 .iter()
@@ -583,7 +588,7 @@ impl SlurmlabMcp {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("read_file", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Read).await?;
             let model = live.server.get(&p.path, true).await?;
             let limit = p.length.unwrap_or(self.state.settings.text_limit);
             super::files::read(&model, p.offset.unwrap_or(0), limit)
@@ -605,7 +610,7 @@ impl SlurmlabMcp {
                 &p.content,
                 self.state.settings.upload_limit,
             )?;
-            let live = self.live(&caller, &p.session_id).await?;
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let model = live.server.put_file(&p.path, &p.content, format).await?;
             Ok(json_result(json!({"path": model.path, "size": model.size})))
         })
@@ -754,7 +759,10 @@ impl ServerHandler for SlurmlabMcp {
             .strip_prefix("slurmlab://sessions/")
             .and_then(|r| r.strip_suffix("/notebook"))
         {
-            let live = self.live(&caller, rest).await.map_err(|_| not_found(uri))?;
+            let live = self
+                .live(&caller, rest, Access::Read)
+                .await
+                .map_err(|_| not_found(uri))?;
             live.notebook
                 .read()
                 .await

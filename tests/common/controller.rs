@@ -318,11 +318,15 @@ pub async fn allocation_token(client: &Client, alloc: &ComputeAllocation) -> Str
         .as_ref()
         .and_then(|s| s.token_secret.clone())
         .expect("status names the token Secret");
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get(&name)
-        .await
-        .unwrap();
-    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+    slurmlab::controller::read_jupyter_token(
+        client,
+        &ns,
+        &name,
+        &kube::ResourceExt::name_any(alloc),
+    )
+    .await
+    .unwrap()
+    .expect("the token Secret has the allocation's key")
 }
 
 /// A client for a Ready allocation's Jupyter server.

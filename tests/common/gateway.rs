@@ -117,7 +117,8 @@ pub fn user_token(env: &Env, user: &str) -> String {
         .unwrap_or_else(|| panic!("no token for {user}"))
 }
 
-/// Lets `user` manage sessions and allocations in `ns` (what a platform grants its users).
+/// Lets `user` manage sessions and allocations in `ns` and run code in them (the chart's
+/// user role).
 pub async fn grant_sessions(admin: &Client, ns: &str, user: &str) {
     grant(
         admin,
@@ -127,6 +128,23 @@ pub async fn grant_sessions(admin: &Client, ns: &str, user: &str) {
         json!([{
             "apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
             "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"]
+        }, {
+            "apiGroups": ["slurmlab.io"], "resources": ["jupytersessions/exec"], "verbs": ["create"]
+        }]),
+    )
+    .await;
+}
+
+/// Lets `user` read sessions and allocations in `ns`, nothing more (the chart's viewer role).
+pub async fn grant_viewer(admin: &Client, ns: &str, user: &str) {
+    grant(
+        admin,
+        ns,
+        user,
+        "slurmlab-viewer",
+        json!([{
+            "apiGroups": ["slurmlab.io"], "resources": ["jupytersessions", "computeallocations"],
+            "verbs": ["get", "list", "watch"]
         }]),
     )
     .await;
