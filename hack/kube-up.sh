@@ -114,6 +114,9 @@ start etcd "$ETCD" --name slurmlab --data-dir "$DIR/etcd" \
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || { show_logs; exit 1; }
 
 node_address_up
+# --api-audiences lists slurmlab so the static test users' tokens (audience-agnostic) pass
+# the gateway's default audience check; service-account tokens still carry exactly the
+# audience they were minted for. A real cluster leaves slurmlab out.
 start kube-apiserver "$APISERVER" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --secure-port "$API_PORT" --bind-address "$NODE_IP" --advertise-address "$NODE_IP" \
   --tls-cert-file "$CERTS/serving.crt" --tls-private-key-file "$CERTS/serving.key" \

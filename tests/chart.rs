@@ -11,7 +11,6 @@ use std::process::Command;
 use common::controller::{ControllerProcess, Scope};
 use common::gateway::{GatewayProcess, Mcp, text, user_token};
 use common::{Env, User};
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -57,18 +56,9 @@ fn token_kubeconfig(env: &Env, name: &str, token: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// A token of service account `ns/sa` for the API server (the binaries' own identity).
 async fn service_account_token(admin: &kube::Client, ns: &str, sa: &str) -> String {
-    let request: TokenRequest = serde_json::from_value(json!({
-        "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600}
-    }))
-    .unwrap();
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_token_request(sa, &PostParams::default(), &request)
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
-        .status
-        .expect("a token")
-        .token
+    common::gateway::service_account_token(admin, ns, sa, common::gateway::API_AUDIENCE).await
 }
 
 /// Binds the chart's user ClusterRole to `user` in `ns`.

@@ -68,6 +68,12 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         "execute_code",
         "get_execution_result",
         "edit_cell",
+        "run_cell",
+        "insert_cell",
+        "delete_cell",
+        "move_cell",
+        "clear_outputs",
+        "read_cell",
         "read_file",
         "list_allocations",
     ] {
@@ -75,6 +81,20 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
             tools.iter().any(|t| t.name == name),
             "tool {name} is missing"
         );
+    }
+    // Every tool says whether it only reads, and the readers say so.
+    for t in &tools {
+        let hints = t
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no annotations", t.name));
+        let read_only = hints
+            .read_only_hint
+            .unwrap_or_else(|| panic!("{}: no readOnlyHint", t.name));
+        let reader = t.name.starts_with("read_")
+            || t.name.starts_with("list_")
+            || t.name.starts_with("get_");
+        assert_eq!(read_only, reader, "{}", t.name);
     }
 
     let started = alice
@@ -238,6 +258,68 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         "{}",
         text(&bad_edit)
     );
+    // Cells as an agent (or JupyterLab) edits them: insert without running, run as it
+    // is, read one, move, clear, delete; the notebook ends as it was.
+    let inserted = alice
+        .ok(
+            "insert_cell",
+            json!({"session_id": sid, "index": -1, "source": "y = x + 1\ny"}),
+        )
+        .await;
+    assert_eq!(inserted["cell_index"], 9);
+    let ran = alice
+        .call("run_cell", json!({"session_id": sid, "cell_index": -1}))
+        .await;
+    assert_eq!(text(&ran), "2\n");
+    let cell = alice
+        .ok("read_cell", json!({"session_id": sid, "cell_index": 9}))
+        .await;
+    assert_eq!(
+        (&cell["source"], &cell["outputs"][0]),
+        (&json!("y = x + 1\ny"), &json!("2")),
+        "{cell}"
+    );
+    let moved = alice
+        .ok(
+            "move_cell",
+            json!({"session_id": sid, "from_index": 9, "to_index": 0}),
+        )
+        .await;
+    assert_eq!(moved["cell_index"], 0);
+    let first = alice
+        .ok("read_cell", json!({"session_id": sid, "cell_index": 0}))
+        .await;
+    assert_eq!(first["source"], "y = x + 1\ny");
+    alice
+        .ok(
+            "move_cell",
+            json!({"session_id": sid, "from_index": 0, "to_index": -1}),
+        )
+        .await;
+    let cleared = alice
+        .ok(
+            "clear_outputs",
+            json!({"session_id": sid, "cell_index": -1}),
+        )
+        .await;
+    assert_eq!(cleared["cleared"], 1);
+    let last = alice
+        .ok("read_cell", json!({"session_id": sid, "cell_index": -1}))
+        .await;
+    assert_eq!(last["outputs"], json!([]), "{last}");
+    alice
+        .ok("delete_cell", json!({"session_id": sid, "cell_index": -1}))
+        .await;
+    let markdown_run = alice
+        .call("run_cell", json!({"session_id": sid, "cell_index": 8}))
+        .await;
+    assert!(
+        text(&markdown_run).contains("not a code cell"),
+        "{}",
+        text(&markdown_run)
+    );
+    let nb = alice.ok("read_notebook", json!({"session_id": sid})).await;
+    assert_eq!(nb["cells"].as_array().unwrap().len(), 9, "{nb:#}");
 
     // The workspace lists user variables.
     let ws = alice.ok("get_workspace", json!({"session_id": sid})).await;
@@ -463,6 +545,30 @@ async fn callers_are_authenticated_and_confined_by_rbac() {
         );
     }
     assert!(Mcp::http(&gw.url, None).await.is_err());
+    // Malformed JSON is a JSON-RPC parse error (400); a body that is not JSON at all keeps
+    // 415.
+    for (content_type, body, status) in [
+        ("application/json", "{\"jsonrpc\": \"2.0\", ", 400),
+        ("text/plain", "hello", 415),
+    ] {
+        let resp = http
+            .post(&gw.url)
+            .header("accept", "application/json, text/event-stream")
+            .header(
+                "authorization",
+                format!("Bearer {}", user_token(&env, "alice")),
+            )
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{content_type}");
+        if status == 400 {
+            let answer: Value = resp.json().await.unwrap();
+            assert_eq!(answer["error"]["code"], -32700, "{answer}");
+        }
+    }
 
     let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
         .await
@@ -545,6 +651,17 @@ async fn callers_are_authenticated_and_confined_by_rbac() {
             "edit_cell",
             json!({"session_id": sid, "cell_index": 0, "code": "print('pwned')"}),
         ),
+        ("run_cell", json!({"session_id": sid, "cell_index": 0})),
+        (
+            "insert_cell",
+            json!({"session_id": sid, "index": 0, "source": "pwned"}),
+        ),
+        ("delete_cell", json!({"session_id": sid, "cell_index": 0})),
+        (
+            "move_cell",
+            json!({"session_id": sid, "from_index": 0, "to_index": -1}),
+        ),
+        ("clear_outputs", json!({"session_id": sid})),
     ] {
         let r = bob.call(tool, args).await;
         assert_eq!(r.is_error, Some(true), "{tool}");
@@ -809,7 +926,23 @@ async fn the_official_python_sdk_is_a_client_too() {
         })
         .await;
     assert_eq!(seen["server"], "slurmlab-gateway");
-    assert_eq!(seen["tools"], 20);
+    assert_eq!(seen["tools"], 26);
+    // The SDK reads the tool annotations: these (and only these) only read.
+    assert_eq!(
+        seen["read_only"],
+        json!([
+            "get_execution_result",
+            "get_execution_status",
+            "get_workspace",
+            "list_allocations",
+            "list_executions",
+            "list_files",
+            "list_sessions",
+            "read_cell",
+            "read_file",
+            "read_notebook"
+        ])
+    );
     assert_eq!(seen["two"], "2\n");
     assert_eq!(seen["png"], true, "{seen}");
     scope.cleanup(&admin).await;
@@ -864,19 +997,25 @@ async fn a_token_guessing_loop_is_refused_without_flooding_token_review() {
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let initialize = |client: &reqwest::Client, url: &str| {
+    let initialize = |client: &reqwest::Client, url: &str, token: &str| {
         client
             .post(url)
             .header("accept", "application/json, text/event-stream")
-            .header(
-                "authorization",
-                format!("Bearer {}", user_token(&env, "alice")),
-            )
+            .header("authorization", format!("Bearer {token}"))
             .json(&init)
             .send()
     };
-    let resp = initialize(&elsewhere, &gw.url).await.unwrap();
+    let alice_token = user_token(&env, "alice");
+    let resp = initialize(&elsewhere, &gw.url, &alice_token).await.unwrap();
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    // By default a token must be meant for the gateway (audience slurmlab): a service
+    // account's token for the API server is refused, one for the gateway gets in.
+    use common::gateway::{API_AUDIENCE, service_account_token};
+    for (audience, status) in [(API_AUDIENCE, 401), ("slurmlab", 200)] {
+        let token = service_account_token(&admin, &scope.ns, "agent", audience).await;
+        let resp = initialize(&elsewhere, &gw.url, &token).await.unwrap();
+        assert_eq!(resp.status(), status, "audience {audience}");
+    }
     // Once the window has passed a new real token gets in from the guesser's address too.
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(
@@ -886,9 +1025,9 @@ async fn a_token_guessing_loop_is_refused_without_flooding_token_review() {
     );
     drop(gw);
 
-    // A gateway that wants its own audience refuses tokens for the API server's.
+    // A gateway configured for another audience refuses tokens for this one.
     let strict = GatewayProcess::start(&env, &scope, &["--token-audience", "not-this-one"]).await;
-    let resp = initialize(&http, &strict.url).await.unwrap();
+    let resp = initialize(&http, &strict.url, &alice_token).await.unwrap();
     assert_eq!(resp.status(), 401);
     scope.cleanup(&admin).await;
 }

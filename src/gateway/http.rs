@@ -52,6 +52,7 @@ pub fn mcp_router(
     Router::new()
         .nest_service("/mcp", service)
         .layer(middleware::from_fn(session_end_ok))
+        .layer(middleware::from_fn(parse_errors_are_400))
         .layer(middleware::from_fn_with_state(auth, authenticate))
 }
 
@@ -64,6 +65,44 @@ async fn session_end_ok(req: Request, next: Next) -> Response {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
     response
+}
+
+/// Whether a Content-Type header value is JSON (parameters such as charset aside).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
+        .is_some_and(|essence| essence.eq_ignore_ascii_case("application/json"))
+}
+
+/// rmcp answers a JSON body it cannot read as a JSON-RPC message with 415, which clients
+/// read as "wrong Content-Type"; JSON-RPC says parse error (-32700), and HTTP says 400.
+/// A request that really is not JSON keeps its 415.
+async fn parse_errors_are_400(req: Request, next: Next) -> Response {
+    let json = is_json(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let response = next.run(req).await;
+    if !json || response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    // Small, plain text from rmcp (the parser's message); bounded all the same.
+    let detail = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32700, "message": format!("Parse error: the body is not a JSON-RPC message ({detail})")},
+    });
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Refuses requests without a valid bearer token (401 with `WWW-Authenticate`) and puts
@@ -151,4 +190,17 @@ async fn readyz(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
 async fn metrics_text(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
     s.metrics.active_sessions.set(s.live.count() as i64);
     crate::process::metrics_response(&s.metrics.registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("Application/JSON; charset=utf-8")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(None));
+    }
 }

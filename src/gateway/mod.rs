@@ -45,6 +45,9 @@ use self::sessions::{ResourceRequest, SessionDefaults};
 use self::state::{GatewayState, Settings};
 use self::tools::SlurmlabMcp;
 
+/// The audience bearer tokens are minted for by default.
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "slurmlab";
+
 /// How agents reach the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
@@ -100,11 +103,15 @@ pub struct GatewayArgs {
     /// Largest file upload_file accepts.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub upload_limit_bytes: usize,
-    /// HTTP: audiences tokens must be valid for (TokenReview); default: the API server's.
+    /// HTTP: audiences a bearer token must be valid for (TokenReview). The default is the
+    /// gateway's own, so a token minted for the API server or another service is refused
+    /// (agents use `kubectl create token <sa> --audience slurmlab`); an empty value
+    /// accepts the API server's audiences instead.
     #[arg(
         long = "token-audience",
         env = "SLURMLAB_TOKEN_AUDIENCES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        default_value = DEFAULT_TOKEN_AUDIENCE
     )]
     pub token_audiences: Vec<String>,
     /// HTTP: the callers' groups the gateway impersonates (and which its RBAC names), so
@@ -191,10 +198,13 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         session_idle_timeout: Some(args.session_idle_timeout.clone()).filter(|t| !t.is_empty()),
         start_timeout: Duration::from_secs(args.start_timeout_seconds),
     };
-    let auth = Arc::new(Authenticator::new(
-        access.own(),
-        args.token_audiences.clone(),
-    ));
+    let audiences = args
+        .token_audiences
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
+    let auth = Arc::new(Authenticator::new(access.own(), audiences));
     let state = Arc::new(GatewayState::new(access, defaults, settings));
     let shutdown = CancellationToken::new();
     let health_addr = args.health_addr.or(match args.transport {

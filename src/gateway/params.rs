@@ -140,3 +140,64 @@ pub struct NamespaceRef {
     #[serde(default)]
     pub namespace: Option<String>,
 }
+
+/// The kind of a new cell.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NewCellType {
+    #[default]
+    Code,
+    Markdown,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct InsertCell {
+    /// The session (`namespace/name`, as start_new_session returned it).
+    pub session_id: String,
+    /// Where the new cell goes: 0 is first, the number of cells (or -1) is after the last.
+    pub index: i64,
+    /// `code` (default) or `markdown`.
+    #[serde(default)]
+    pub cell_type: NewCellType,
+    /// The cell's source; a code cell is not executed (run_cell runs it).
+    pub source: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CellRef {
+    /// The session (`namespace/name`, as start_new_session returned it).
+    pub session_id: String,
+    /// The cell; negative counts from the end (-1 is the last cell).
+    pub cell_index: i64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RunCell {
+    /// The session (`namespace/name`, as start_new_session returned it).
+    pub session_id: String,
+    /// The code cell to run again as it is; negative counts from the end.
+    pub cell_index: i64,
+    /// Interrupt the run after this many seconds (default and maximum: the gateway's
+    /// execution timeout).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct MoveCell {
+    /// The session (`namespace/name`, as start_new_session returned it).
+    pub session_id: String,
+    /// The cell to move; negative counts from the end.
+    pub from_index: i64,
+    /// The index it ends up at; negative counts from the end.
+    pub to_index: i64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ClearOutputs {
+    /// The session (`namespace/name`, as start_new_session returned it).
+    pub session_id: String,
+    /// Only this cell (negative counts from the end); default: every cell.
+    #[serde(default)]
+    pub cell_index: Option<i64>,
+}

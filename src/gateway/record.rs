@@ -34,6 +34,18 @@ pub enum Change {
     },
     /// A markdown cell at the end.
     Markdown(String),
+    /// An unexecuted cell at an index.
+    Insert {
+        index: i64,
+        kind: notebook::CellKind,
+        source: String,
+    },
+    /// A cell removed.
+    Delete(i64),
+    /// A cell moved from one index to another.
+    Move { from: i64, to: i64 },
+    /// Outputs cleared from one code cell, or from all (the answer: how many had any).
+    ClearOutputs(Option<i64>),
 }
 
 /// The cell metadata slurmlab adds to executed cells.
@@ -208,5 +220,13 @@ fn apply(nb: &mut Notebook, change: Change) -> Result<usize, GatewayError> {
             execution_count,
         } => notebook::replace_code(nb, index, &source, &outputs, execution_count)?,
         Change::Markdown(text) => notebook::append_markdown(nb, &text),
+        Change::Insert {
+            index,
+            kind,
+            source,
+        } => notebook::insert_cell(nb, index, kind, &source)?,
+        Change::Delete(index) => notebook::delete_cell(nb, index)?,
+        Change::Move { from, to } => notebook::move_cell(nb, from, to)?,
+        Change::ClearOutputs(index) => notebook::clear_outputs(nb, index)?,
     })
 }

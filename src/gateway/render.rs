@@ -183,19 +183,41 @@ fn text_of(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// Largest image (either side, and pixels in memory) the gateway decodes to scale it: a
+/// few kilobytes of PNG can claim gigapixels (a decompression bomb).
+const MAX_DECODE_SIDE: u32 = 16_384;
+const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The image as the agent gets it: unchanged unless a side exceeds [`MAX_IMAGE_SIDE`],
-/// then scaled to fit and re-encoded as PNG. Undecodable data is passed on as it is.
+/// then scaled to fit and re-encoded as PNG. Only the header is read to learn the size;
+/// the pixels are decoded only to scale, and only within [`MAX_DECODE_SIDE`] and
+/// [`MAX_DECODE_BYTES`]. Undecodable or oversized data is passed on as it is.
 pub fn agent_image(b64: &str, mime: &str) -> (String, String) {
     let compact: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
     let Ok(bytes) = B64.decode(&compact) else {
         return (compact, mime.to_owned());
     };
-    let Ok(img) = image::load_from_memory(&bytes) else {
+    let reader = || image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format();
+    let Ok((width, height)) = reader()
+        .map_err(|_| ())
+        .and_then(|r| r.into_dimensions().map_err(|_| ()))
+    else {
         return (compact, mime.to_owned());
     };
-    if img.width() <= MAX_IMAGE_SIDE && img.height() <= MAX_IMAGE_SIDE {
+    if width <= MAX_IMAGE_SIDE && height <= MAX_IMAGE_SIDE {
         return (compact, mime.to_owned());
     }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODE_SIDE);
+    limits.max_image_height = Some(MAX_DECODE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let decoded = reader().map_err(|_| ()).and_then(|mut r| {
+        r.limits(limits);
+        r.decode().map_err(|_| ())
+    });
+    let Ok(img) = decoded else {
+        return (compact, mime.to_owned());
+    };
     let small = img.resize(
         MAX_IMAGE_SIDE,
         MAX_IMAGE_SIDE,
@@ -330,6 +352,28 @@ mod tests {
         assert_eq!((img.width(), img.height()), (MAX_IMAGE_SIDE, 523));
         let modest = png(800, 600);
         assert_eq!(agent_image(&modest, "image/png").0, modest);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_not_decoded() {
+        // A valid PNG wider than the decoder may go (a few hundred bytes on the wire):
+        // without the limits it would be decoded and scaled, with them it passes as is.
+        let wide = image::GrayImage::new(MAX_DECODE_SIDE + 1, 2);
+        let mut out = std::io::Cursor::new(Vec::new());
+        wide.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        let b64 = B64.encode(out.into_inner());
+        let (data, mime) = agent_image(&b64, "image/png");
+        assert_eq!(
+            (data, mime.as_str()),
+            (b64, "image/png"),
+            "passed on unchanged"
+        );
+        // Just under the limit it is scaled as any big image is.
+        let fits = image::GrayImage::new(MAX_DECODE_SIDE, 2);
+        let mut out = std::io::Cursor::new(Vec::new());
+        fits.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        let b64 = B64.encode(out.into_inner());
+        assert_ne!(agent_image(&b64, "image/png").0, b64, "scaled");
     }
 
     #[test]

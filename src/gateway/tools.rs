@@ -92,6 +92,49 @@ impl SlurmlabMcp {
         self.state.live.get(client, caller, &id, access).await
     }
 
+    /// Runs `code` and puts it with its outputs into cell `index` (edit_cell, run_cell).
+    async fn run_in_cell(
+        &self,
+        live: Arc<LiveSession>,
+        caller: &Caller,
+        index: i64,
+        code: String,
+        timeout: Option<u64>,
+    ) -> CallToolResult {
+        let exec = self.state.executions.submit(
+            live,
+            caller,
+            RunRequest {
+                code,
+                timeout: self.state.settings.run_timeout(timeout),
+                placement: Placement::Replace(index),
+                store_history: true,
+            },
+        );
+        exec.finished().await;
+        self.result_of(&exec).await
+    }
+
+    /// A tool that edits the notebook without running anything: `change` applied for a
+    /// caller who may run code in the session; the answer carries its result under `key`.
+    async fn edit_notebook(
+        &self,
+        tool: &'static str,
+        ctx: &RequestContext<RoleServer>,
+        session_id: String,
+        change: record::Change,
+        key: &'static str,
+    ) -> ToolResult {
+        self.call(tool, self.caller(ctx), |caller| async move {
+            let live = self.live(&caller, &session_id, Access::Exec).await?;
+            let n = live.notebook.apply(change).await?;
+            Ok(json_result(
+                json!({key: n, "notebook_path": live.notebook_path}),
+            ))
+        })
+        .await
+    }
+
     /// Runs a tool body: metrics, a log line, and errors as `isError` results.
     async fn call<F, Fut>(
         &self,
@@ -208,8 +251,16 @@ impl SlurmlabMcp {
         self.start_request(p.experiment_name, choice(p.notebook_path), p.options)
     }
 
-    fn result_of(&self, exec: &super::executions::Execution) -> CallToolResult {
-        let (mut blocks, is_error) = exec.content(self.state.settings.text_limit);
+    /// A finished run as a tool result. Rendering decodes and may scale images: CPU work
+    /// that runs on the blocking pool, never on the async workers serving other calls.
+    async fn result_of(&self, exec: &Arc<super::executions::Execution>) -> CallToolResult {
+        let (run, limit) = (exec.clone(), self.state.settings.text_limit);
+        let (mut blocks, is_error) = tokio::task::spawn_blocking(move || run.content(limit))
+            .await
+            .unwrap_or_else(|e| {
+                let why = format!("[rendering the result failed: {e}; read the notebook]");
+                (vec![ContentBlock::text(why)], true)
+            });
         if blocks.is_empty() {
             blocks.push(ContentBlock::text("(no output)"));
         }
@@ -228,7 +279,13 @@ fn json_result(v: Value) -> CallToolResult {
 #[tool_router]
 impl SlurmlabMcp {
     #[tool(
-        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. An idle kernel is shut down after the gateway's session idle timeout (default 2h; its allocation is then released after its own idle timeout), so call shutdown_session when done anyway. Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node."
+        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. An idle kernel is shut down after the gateway's session idle timeout (default 2h; its allocation is then released after its own idle timeout), so call shutdown_session when done anyway. Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn start_new_session(
         &self,
@@ -247,7 +304,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Start a session that re-executes an existing notebook to restore its state (variables, imports), then keeps recording into it. Returns the session and any cells that raised while restoring."
+        description = "Start a session that re-executes an existing notebook to restore its state (variables, imports), then keeps recording into it. Returns the session and any cells that raised while restoring.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn start_session_resume_notebook(
         &self,
@@ -266,7 +329,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Start a session on a copy of an existing notebook (`<name>_continued.ipynb`) with a fresh kernel: nothing is re-executed."
+        description = "Start a session on a copy of an existing notebook (`<name>_continued.ipynb`) with a fresh kernel: nothing is re-executed.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn start_session_continue_notebook(
         &self,
@@ -285,7 +354,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution."
+        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
     )]
     async fn execute_code(
         &self,
@@ -307,7 +382,7 @@ impl SlurmlabMcp {
             );
             let sync = settings.sync_wait(p.sync_timeout);
             tokio::select! {
-                _ = exec.finished() => Ok(self.result_of(&exec)),
+                _ = exec.finished() => Ok(self.result_of(&exec).await),
                 _ = tokio::time::sleep(sync) => Ok(json_result(json!({
                     "status": "pending",
                     "execution_id": exec.id,
@@ -325,7 +400,8 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Where a run started by execute_code stands: running/completed/failed/cancelled, elapsed seconds, and the text output so far."
+        description = "Where a run started by execute_code stands: running/completed/failed/cancelled, elapsed seconds, and the text output so far.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_execution_status(
         &self,
@@ -344,7 +420,8 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "The result of a run (the same content execute_code returns). While it is still running this says so; call again later."
+        description = "The result of a run (the same content execute_code returns). While it is still running this says so; call again later.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_execution_result(
         &self,
@@ -357,7 +434,7 @@ impl SlurmlabMcp {
             |caller| async move {
                 let exec = self.state.executions.get(&p.execution_id, &caller)?;
                 if exec.status().finished() {
-                    Ok(self.result_of(&exec))
+                    Ok(self.result_of(&exec).await)
                 } else {
                     Ok(json_result(exec.summary(self.state.settings.text_limit)))
                 }
@@ -367,7 +444,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Cancel a run: interrupts the kernel (KeyboardInterrupt); the session stays usable. The run is recorded in the notebook as it ended."
+        description = "Cancel a run: interrupts the kernel (KeyboardInterrupt); the session stays usable. The run is recorded in the notebook as it ended.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn cancel_execution(
         &self,
@@ -388,7 +471,10 @@ impl SlurmlabMcp {
         .await
     }
 
-    #[tool(description = "Your recent runs (newest first), optionally of one session.")]
+    #[tool(
+        description = "Your recent runs (newest first), optionally of one session.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_executions(
         &self,
         Parameters(p): Parameters<ListExecutions>,
@@ -420,7 +506,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Replace a notebook cell's code (negative index counts from the end), execute it, and replace its outputs. Returns the new outputs."
+        description = "Replace a notebook cell's code (negative index counts from the end), execute it, and replace its outputs. Returns the new outputs.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
     )]
     async fn edit_cell(
         &self,
@@ -434,45 +526,35 @@ impl SlurmlabMcp {
                 let nb = live.notebook.read().await?;
                 notebook::resolve_index(&nb, p.cell_index)?;
             }
-            let exec = self.state.executions.submit(
-                live,
-                &caller,
-                RunRequest {
-                    code: p.code,
-                    timeout: self.state.settings.run_timeout(p.timeout),
-                    placement: Placement::Replace(p.cell_index),
-                    store_history: true,
-                },
-            );
-            exec.finished().await;
-            Ok(self.result_of(&exec))
+            Ok(self
+                .run_in_cell(live, &caller, p.cell_index, p.code, p.timeout)
+                .await)
         })
         .await
     }
 
     #[tool(
-        description = "Add a markdown cell at the end of the session's notebook (notes, explanations)."
+        description = "Add a markdown cell at the end of the session's notebook (notes, explanations).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn add_markdown(
         &self,
         Parameters(p): Parameters<AddMarkdown>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
-        self.call("add_markdown", self.caller(&ctx), |caller| async move {
-            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
-            let index = live
-                .notebook
-                .apply(record::Change::Markdown(p.markdown))
-                .await?;
-            Ok(json_result(
-                json!({"cell_index": index, "notebook_path": live.notebook_path}),
-            ))
-        })
-        .await
+        let change = record::Change::Markdown(p.markdown);
+        self.edit_notebook("add_markdown", &ctx, p.session_id, change, "cell_index")
+            .await
     }
 
     #[tool(
-        description = "The session's notebook: every cell with its index, type, source and a summary of its outputs."
+        description = "The session's notebook: every cell with its index, type, source and a summary of its outputs.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn read_notebook(
         &self,
@@ -491,7 +573,143 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Interrupt the session's kernel (like Ctrl-C): a running cell raises KeyboardInterrupt."
+        description = "One notebook cell: its type, source, execution count and a summary of its outputs (negative index counts from the end).",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn read_cell(
+        &self,
+        Parameters(p): Parameters<CellRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("read_cell", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id, Access::Read).await?;
+            let nb = live.notebook.read().await?;
+            let i = notebook::resolve_index(&nb, p.cell_index)?;
+            let cell = super::summary::cells(&nb).swap_remove(i);
+            Ok(json_result(cell))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Run an existing code cell again as it is (negative index counts from the end); its outputs are replaced. Returns the new outputs.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn run_cell(
+        &self,
+        Parameters(p): Parameters<RunCell>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("run_cell", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id, Access::Exec).await?;
+            let code = notebook::code_source(&live.notebook.read().await?, p.cell_index)?;
+            Ok(self
+                .run_in_cell(live, &caller, p.cell_index, code, p.timeout)
+                .await)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Insert a code or markdown cell at an index without running it (0 is first, -1 after the last). Returns its index.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn insert_cell(
+        &self,
+        Parameters(p): Parameters<InsertCell>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let kind = match p.cell_type {
+            NewCellType::Code => notebook::CellKind::Code,
+            NewCellType::Markdown => notebook::CellKind::Markdown,
+        };
+        let change = record::Change::Insert {
+            index: p.index,
+            kind,
+            source: p.source,
+        };
+        self.edit_notebook("insert_cell", &ctx, p.session_id, change, "cell_index")
+            .await
+    }
+
+    #[tool(
+        description = "Delete a notebook cell (negative index counts from the end). The kernel keeps whatever the cell defined.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn delete_cell(
+        &self,
+        Parameters(p): Parameters<CellRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let change = record::Change::Delete(p.cell_index);
+        self.edit_notebook("delete_cell", &ctx, p.session_id, change, "deleted_index")
+            .await
+    }
+
+    #[tool(
+        description = "Move a notebook cell so that it ends up at another index (both may be negative, counting from the end).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn move_cell(
+        &self,
+        Parameters(p): Parameters<MoveCell>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let change = record::Change::Move {
+            from: p.from_index,
+            to: p.to_index,
+        };
+        self.edit_notebook("move_cell", &ctx, p.session_id, change, "cell_index")
+            .await
+    }
+
+    #[tool(
+        description = "Clear the outputs (and execution counts) of one code cell or of every cell, e.g. before sharing the notebook. Returns how many cells had outputs.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn clear_outputs(
+        &self,
+        Parameters(p): Parameters<ClearOutputs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        let change = record::Change::ClearOutputs(p.cell_index);
+        self.edit_notebook("clear_outputs", &ctx, p.session_id, change, "cleared")
+            .await
+    }
+
+    #[tool(
+        description = "Interrupt the session's kernel (like Ctrl-C): a running cell raises KeyboardInterrupt.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn interrupt_kernel(
         &self,
@@ -507,7 +725,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Restart the session's kernel: all variables are lost; the notebook stays. Running cells are cancelled first."
+        description = "Restart the session's kernel: all variables are lost; the notebook stays. Running cells are cancelled first.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn restart_kernel(
         &self,
@@ -535,7 +759,8 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "The user variables in the session's kernel: name, type, shape or length, and a short preview."
+        description = "The user variables in the session's kernel: name, type, shape or length, and a short preview.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn get_workspace(
         &self,
@@ -561,7 +786,10 @@ impl SlurmlabMcp {
         .await
     }
 
-    #[tool(description = "List files in a directory under the notebook root (default: the root).")]
+    #[tool(
+        description = "List files in a directory under the notebook root (default: the root).",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_files(
         &self,
         Parameters(p): Parameters<ListFiles>,
@@ -580,7 +808,8 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Read a file under the notebook root: text (page with offset/length) or an image."
+        description = "Read a file under the notebook root: text (page with offset/length) or an image.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn read_file(
         &self,
@@ -597,7 +826,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Write a file under the notebook root (text, or base64 with encoding=base64); parent directories are created."
+        description = "Write a file under the notebook root (text, or base64 with encoding=base64); parent directories are created.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn upload_file(
         &self,
@@ -618,7 +853,13 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "End a session: the controller shuts its kernel down; the notebook stays on disk."
+        description = "End a session: the controller shuts its kernel down; the notebook stays on disk.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn shutdown_session(
         &self,
@@ -635,7 +876,10 @@ impl SlurmlabMcp {
         .await
     }
 
-    #[tool(description = "Your sessions in a namespace: phase, allocation, node, notebook.")]
+    #[tool(
+        description = "Your sessions in a namespace: phase, allocation, node, notebook.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_sessions(
         &self,
         Parameters(p): Parameters<NamespaceRef>,
@@ -651,7 +895,8 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Your allocations (SLURM jobs running Jupyter) in a namespace: phase, job, node, sessions, seconds left."
+        description = "Your allocations (SLURM jobs running Jupyter) in a namespace: phase, job, node, sessions, seconds left.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_allocations(
         &self,

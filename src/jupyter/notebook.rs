@@ -120,6 +120,102 @@ pub fn resolve_index(nb: &Notebook, index: i64) -> Result<usize, JupyterError> {
     Ok(i as usize)
 }
 
+/// Which kind of cell to insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellKind {
+    Code,
+    Markdown,
+}
+
+/// Inserts an unexecuted cell so that it ends up at `index` (0 ..= number of cells; a
+/// negative index counts from the end, -1 meaning after the last cell); returns its index.
+pub fn insert_cell(
+    nb: &mut Notebook,
+    index: i64,
+    kind: CellKind,
+    source: &str,
+) -> Result<usize, JupyterError> {
+    let len = nb.cells.len() as i64;
+    let i = if index < 0 { len + 1 + index } else { index };
+    if i < 0 || i > len {
+        return Err(JupyterError::Notebook(format!(
+            "cannot insert at {index}: the notebook has {len} cells (use 0 to {len}, or -1 for the end)"
+        )));
+    }
+    let cell = match kind {
+        CellKind::Code => Cell::Code {
+            id: new_id(),
+            metadata: metadata(Value::Null),
+            execution_count: None,
+            source: source_lines(source),
+            outputs: vec![],
+        },
+        CellKind::Markdown => Cell::Markdown {
+            id: new_id(),
+            metadata: metadata(Value::Null),
+            source: source_lines(source),
+            attachments: None,
+        },
+    };
+    nb.cells.insert(i as usize, cell);
+    Ok(i as usize)
+}
+
+/// Removes a cell; returns the index it had.
+pub fn delete_cell(nb: &mut Notebook, index: i64) -> Result<usize, JupyterError> {
+    let i = resolve_index(nb, index)?;
+    nb.cells.remove(i);
+    Ok(i)
+}
+
+/// Moves the cell at `from` so that it ends up at `to` (both existing indices, negative
+/// from the end); returns its new index.
+pub fn move_cell(nb: &mut Notebook, from: i64, to: i64) -> Result<usize, JupyterError> {
+    let (i, j) = (resolve_index(nb, from)?, resolve_index(nb, to)?);
+    let cell = nb.cells.remove(i);
+    nb.cells.insert(j, cell);
+    Ok(j)
+}
+
+/// Clears the outputs and execution counts of one code cell or (without an index) of all;
+/// returns how many cells had outputs.
+pub fn clear_outputs(nb: &mut Notebook, index: Option<i64>) -> Result<usize, JupyterError> {
+    let range = match index {
+        Some(ix) => {
+            let i = resolve_index(nb, ix)?;
+            i..i + 1
+        }
+        None => 0..nb.cells.len(),
+    };
+    let mut cleared = 0;
+    for cell in &mut nb.cells[range] {
+        if let Cell::Code {
+            outputs,
+            execution_count,
+            ..
+        } = cell
+        {
+            if !outputs.is_empty() {
+                cleared += 1;
+            }
+            outputs.clear();
+            *execution_count = None;
+        }
+    }
+    Ok(cleared)
+}
+
+/// The source of the code cell at `index` (what run_cell runs again).
+pub fn code_source(nb: &Notebook, index: i64) -> Result<String, JupyterError> {
+    let i = resolve_index(nb, index)?;
+    match &nb.cells[i] {
+        Cell::Code { source, .. } => Ok(source.concat()),
+        _ => Err(JupyterError::Notebook(format!(
+            "cell {i} is not a code cell: only code cells run"
+        ))),
+    }
+}
+
 /// Replaces a cell's source and outputs (it becomes a code cell, keeping its id).
 pub fn replace_code(
     nb: &mut Notebook,
@@ -179,6 +275,46 @@ pub fn restorable_cells(nb: &Notebook) -> (Vec<(usize, String)>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_are_inserted_moved_cleared_and_deleted() {
+        let mut nb = new_notebook("python3", "Python 3", "python");
+        let out = Output::Stream {
+            name: "stdout".into(),
+            text: "1\n".into(),
+        };
+        append_code(&mut nb, "a", &[out], Some(1), Value::Null).unwrap();
+        assert_eq!(
+            insert_cell(&mut nb, 0, CellKind::Markdown, "# title").unwrap(),
+            0
+        );
+        assert_eq!(insert_cell(&mut nb, -1, CellKind::Code, "b").unwrap(), 2);
+        assert!(insert_cell(&mut nb, 4, CellKind::Code, "x").is_err());
+        assert_eq!(
+            code_cells(&nb),
+            vec![(1, "a".to_owned()), (2, "b".to_owned())]
+        );
+        assert_eq!(code_source(&nb, -1).unwrap(), "b");
+        assert!(
+            code_source(&nb, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("not a code cell")
+        );
+        // [# title, a, b] -> [a, b, # title]
+        assert_eq!(move_cell(&mut nb, 0, -1).unwrap(), 2);
+        assert_eq!(
+            code_cells(&nb),
+            vec![(0, "a".to_owned()), (1, "b".to_owned())]
+        );
+        assert_eq!(clear_outputs(&mut nb, None).unwrap(), 1);
+        assert!(
+            matches!(&nb.cells[0], Cell::Code { outputs, execution_count: None, .. } if outputs.is_empty())
+        );
+        assert_eq!(delete_cell(&mut nb, 0).unwrap(), 0);
+        assert_eq!(code_cells(&nb), vec![(0, "b".to_owned())]);
+        assert!(delete_cell(&mut nb, 5).is_err());
+    }
 
     #[test]
     fn cancelled_cells_are_not_restored() {

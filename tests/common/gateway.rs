@@ -117,6 +117,33 @@ pub fn user_token(env: &Env, user: &str) -> String {
         .unwrap_or_else(|| panic!("no token for {user}"))
 }
 
+/// The API server's own audience (its service-account issuer).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc";
+
+/// A token of service account `ns/sa` (created if missing) for `audience`.
+pub async fn service_account_token(admin: &Client, ns: &str, sa: &str, audience: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
+        )
+        .await;
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": [audience], "expirationSeconds": 3600}
+    }))
+    .unwrap();
+    accounts
+        .create_token_request(sa, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
+        .status
+        .expect("a token")
+        .token
+}
+
 /// Lets `user` manage sessions and allocations in `ns` and run code in them (the chart's
 /// user role).
 pub async fn grant_sessions(admin: &Client, ns: &str, user: &str) {

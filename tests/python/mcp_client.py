@@ -44,6 +44,8 @@ async def main(url, token):
                 "protocol": str(init.protocol_version),
                 "server": init.server_info.name,
                 "tools": len(tools.tools),
+                "read_only": sorted(t.name for t in tools.tools
+                                    if t.annotations and t.annotations.read_only_hint),
                 "two": texts(two),
                 "png": png == b"\x89PNG\r\n\x1a\n",
             }))
