@@ -97,6 +97,32 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         assert_eq!(read_only, reader, "{}", t.name);
     }
 
+    // Before asking for resources, an agent surveys the partitions (the controller reads
+    // them into the SlurmCluster's status; the site's debug partition spans both hosts).
+    let survey = common::wait_until_ok(Duration::from_secs(60), || async {
+        let s = alice.ok("list_partitions", json!({})).await;
+        let parts = s["clusters"][0]["partitions"].as_array()?.clone();
+        (!parts.is_empty()).then_some(s)
+    })
+    .await
+    .expect("no partitions reported");
+    assert_eq!(survey["clusters"][0]["cluster"], scope.cluster, "{survey}");
+    assert_eq!(survey["clusters"][0]["reachable"], true, "{survey}");
+    let debug = survey["clusters"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "debug")
+        .cloned()
+        .unwrap_or_else(|| panic!("no debug partition: {survey}"));
+    let (nodes, cpus, idle) = (
+        debug["nodes"].as_u64().unwrap(),
+        debug["cpus"].as_u64().unwrap(),
+        debug["idleCpus"].as_u64().unwrap(),
+    );
+    assert!(nodes >= 2 && cpus >= nodes && idle <= cpus, "{debug}");
+    assert_eq!(debug["state"], json!(["UP"]), "{debug}");
+
     let started = alice
         .ok("start_new_session", json!({"experiment_name": "Fit model"}))
         .await;
@@ -926,7 +952,7 @@ async fn the_official_python_sdk_is_a_client_too() {
         })
         .await;
     assert_eq!(seen["server"], "slurmlab-gateway");
-    assert_eq!(seen["tools"], 26);
+    assert_eq!(seen["tools"], 27);
     // The SDK reads the tool annotations: these (and only these) only read.
     assert_eq!(
         seen["read_only"],
@@ -937,6 +963,7 @@ async fn the_official_python_sdk_is_a_client_too() {
             "list_allocations",
             "list_executions",
             "list_files",
+            "list_partitions",
             "list_sessions",
             "read_cell",
             "read_file",

@@ -292,4 +292,31 @@ pub struct SlurmClusterStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The cluster's partitions as of `lastPing`: size, what is free, time limit (what
+    /// an agent reads before asking for resources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition in a SlurmCluster's status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    pub name: String,
+    /// SLURM's state words (e.g. `UP`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
+    pub nodes: u32,
+    pub cpus: u32,
+    /// Nodes with nothing allocated that can take jobs.
+    pub idle_nodes: u32,
+    /// CPUs not allocated on nodes that can take jobs.
+    pub idle_cpus: u32,
+    /// MaxTime in minutes; absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time_minutes: Option<i64>,
+    /// Generic resources the nodes offer (e.g. `gpu:a100:4`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gres: Vec<String>,
 }

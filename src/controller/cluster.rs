@@ -29,6 +29,22 @@ use crate::slurm::{
 use super::context::{ClusterHandle, Context};
 use super::error::ReconcileError;
 
+/// Partitions kept in a SlurmCluster's status (the CRD's bound).
+const MAX_PARTITIONS: usize = 256;
+
+fn partition_status(p: crate::slurm::PartitionInfo) -> crate::api::PartitionStatus {
+    crate::api::PartitionStatus {
+        name: p.name,
+        state: p.state,
+        nodes: p.nodes,
+        cpus: p.cpus,
+        idle_nodes: p.idle_nodes,
+        idle_cpus: p.idle_cpus,
+        max_time_minutes: p.max_time_minutes,
+        gres: p.gres,
+    }
+}
+
 /// Re-ping this often while not reachable (at most; see Settings::cluster_recheck).
 const RETRY: Duration = Duration::from_secs(10);
 
@@ -67,6 +83,20 @@ async fn reconcile_inner(
                 status.served_versions = handle.client.served_versions().await.unwrap_or_default();
                 status.slurm_version = Some(ping.release.clone());
                 status.last_ping = Some(Time(Timestamp::now()));
+                // What agents survey before they ask for resources; the last known
+                // figures stay when this read fails.
+                match handle.client.partitions().await {
+                    Ok(parts) => {
+                        status.partitions = parts
+                            .into_iter()
+                            .take(MAX_PARTITIONS)
+                            .map(partition_status)
+                            .collect()
+                    }
+                    Err(e) => {
+                        tracing::debug!(cluster = %name, error = %e, "cannot read partitions")
+                    }
+                }
                 Ok(format!(
                     "slurmrestd at {url} answers: Slurm {}, REST API {}",
                     ping.release,

@@ -201,3 +201,10 @@ pub struct ClearOutputs {
     #[serde(default)]
     pub cell_index: Option<i64>,
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ClusterRef {
+    /// A SlurmCluster (default: the gateway's, else every one).
+    #[serde(default)]
+    pub cluster: Option<String>,
+}

@@ -163,6 +163,40 @@ impl Sessions {
         Self { own, defaults }
     }
 
+    /// The partitions of `cluster` (default: the gateway's cluster, else every one), as the
+    /// controller last read them into the SlurmClusters' status.
+    pub async fn partitions(&self, cluster: Option<&str>) -> Result<Vec<Value>, GatewayError> {
+        let api: Api<SlurmCluster> = Api::all(self.own.clone());
+        let wanted = cluster.or(self.defaults.cluster.as_deref());
+        let clusters = match wanted {
+            Some(name) => vec![
+                api.get(name)
+                    .await
+                    .map_err(|e| GatewayError::from_kube(e, &format!("SlurmCluster {name}")))?,
+            ],
+            None => {
+                api.list(&ListParams::default())
+                    .await
+                    .map_err(|e| GatewayError::Kube(e.to_string()))?
+                    .items
+            }
+        };
+        Ok(clusters
+            .into_iter()
+            .map(|c| {
+                let st = c.status.clone().unwrap_or_default();
+                let reachable = crate::api::conditions::find(&st.conditions, "Reachable")
+                    .is_some_and(|r| r.status == crate::api::conditions::TRUE);
+                json!({
+                    "cluster": c.name_any(),
+                    "reachable": reachable,
+                    "as_of": st.last_ping.map(|t| t.0.to_string()),
+                    "partitions": st.partitions,
+                })
+            })
+            .collect())
+    }
+
     /// The names of the resource profiles agents may ask for.
     pub fn profile_names(&self) -> Vec<&str> {
         self.defaults.profiles.keys().map(String::as_str).collect()

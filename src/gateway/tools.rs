@@ -703,6 +703,22 @@ impl SlurmlabMcp {
     }
 
     #[tool(
+        description = "The SLURM partitions you can ask for (per SlurmCluster): nodes and CPUs in all and idle now, generic resources such as GPUs, and the time limit, as of the controller's last look (about every 30 s). Use it to pick resources before start_new_session.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_partitions(
+        &self,
+        Parameters(p): Parameters<ClusterRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("list_partitions", self.caller(&ctx), |_caller| async move {
+            let clusters = self.state.sessions.partitions(p.cluster.as_deref()).await?;
+            Ok(json_result(json!({ "clusters": clusters })))
+        })
+        .await
+    }
+
+    #[tool(
         description = "Interrupt the session's kernel (like Ctrl-C): a running cell raises KeyboardInterrupt.",
         annotations(
             read_only_hint = false,

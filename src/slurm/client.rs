@@ -461,6 +461,28 @@ impl SlurmApi for RestClient {
             .collect())
     }
 
+    async fn partitions(&self) -> Result<Vec<super::PartitionInfo>, SlurmError> {
+        let v = self.api_version().await?;
+        let user = &self.cfg.service_user;
+        let answer = self
+            .send(
+                "partitions",
+                Method::GET,
+                &self.path(v, "partitions"),
+                user,
+                None,
+            )
+            .await?;
+        self.check(user, &answer)?;
+        let partitions: wire::PartitionsResponse = self.parse("GET partitions", &answer)?;
+        let answer = self
+            .send("nodes", Method::GET, &self.path(v, "nodes"), user, None)
+            .await?;
+        self.check(user, &answer)?;
+        let nodes: wire::NodesResponse = self.parse("GET nodes", &answer)?;
+        Ok(wire::partition_summary(partitions, nodes))
+    }
+
     async fn jobs(&self, changed_since: Option<i64>) -> Result<super::JobsPage, SlurmError> {
         let v = self.api_version().await?;
         let user = &self.cfg.service_user;

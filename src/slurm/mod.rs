@@ -24,7 +24,8 @@ pub use client::{ClientConfig, RestClient, SharedClient};
 pub use error::SlurmError;
 pub use metrics::SlurmMetrics;
 pub use model::{
-    BaseState, ExitStatus, FLAG_COMPLETING, JobInfo, JobSpec, JobState, JobStateEntry, PingInfo,
+    BaseState, ExitStatus, FLAG_COMPLETING, JobInfo, JobSpec, JobState, JobStateEntry,
+    PartitionInfo, PingInfo,
 };
 pub use version::{ApiVersion, VersionChoice};
 
@@ -111,6 +112,13 @@ pub trait SlurmApi: Send + Sync {
         &self,
         query: &AccountingQuery,
     ) -> Result<Vec<AccountedJob>, SlurmError>;
+
+    /// Partitions with their free nodes and CPUs (`GET /partitions` and `GET /nodes`,
+    /// both in proportion to the cluster's nodes, not its jobs). Nothing by default
+    /// (test doubles).
+    async fn partitions(&self) -> Result<Vec<PartitionInfo>, SlurmError> {
+        Ok(vec![])
+    }
 
     /// Jobs whose name starts with `name_prefix`: one `GET /jobs/` of the WHOLE job table,
     /// filtered here. Costs in proportion to every job on the cluster; only for rare

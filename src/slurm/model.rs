@@ -230,6 +230,24 @@ pub struct JobStateEntry {
     pub state: JobState,
 }
 
+/// A partition as an agent picks one: its size, what is free now, its time limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub name: String,
+    /// SLURM's state words, e.g. `UP`.
+    pub state: Vec<String>,
+    pub nodes: u32,
+    pub cpus: u32,
+    /// Nodes of the partition that are IDLE now (not DOWN, DRAINED or allocated).
+    pub idle_nodes: u32,
+    /// CPUs not allocated on nodes of the partition that can take jobs.
+    pub idle_cpus: u32,
+    /// The partition's MaxTime in minutes (`None`: unlimited).
+    pub max_time_minutes: Option<i64>,
+    /// Generic resources its nodes offer (e.g. `gpu:a100:4`), distinct.
+    pub gres: Vec<String>,
+}
+
 /// What a ping learned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PingInfo {

@@ -6,7 +6,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::model::{ExitStatus, JobInfo, JobSpec, JobState, JobStateEntry, PingInfo};
+use super::model::{
+    ExitStatus, JobInfo, JobSpec, JobState, JobStateEntry, PartitionInfo, PingInfo,
+};
 use super::version::ApiVersion;
 
 /// `{set, infinite, number}` (v0.0.40+) or a plain number (older fields).
@@ -482,6 +484,134 @@ pub fn submit_body(_version: ApiVersion, spec: &JobSpec) -> Value {
 /// The JSON body of `POST /job/{id}` that sets the comment.
 pub fn comment_update_body(comment: &str) -> Value {
     json!({"comment": comment})
+}
+
+/// `GET /partitions` (the same shape in v0.0.40 to v0.0.45).
+#[derive(Deserialize, Debug, Default)]
+pub struct PartitionsResponse {
+    #[serde(default)]
+    pub partitions: Vec<WirePartition>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WirePartition {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub nodes: WirePartitionNodes,
+    #[serde(default)]
+    pub cpus: WirePartitionCpus,
+    #[serde(default)]
+    pub maximums: WirePartitionMaximums,
+    #[serde(default)]
+    pub partition: WirePartitionState,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WirePartitionNodes {
+    #[serde(default)]
+    pub total: i64,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WirePartitionCpus {
+    #[serde(default)]
+    pub total: i64,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WirePartitionMaximums {
+    #[serde(default)]
+    pub time: Option<NoVal>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WirePartitionState {
+    #[serde(default)]
+    pub state: Vec<String>,
+}
+
+/// `GET /nodes` (the fields used have one shape in v0.0.40 to v0.0.45).
+#[derive(Deserialize, Debug, Default)]
+pub struct NodesResponse {
+    #[serde(default)]
+    pub nodes: Vec<WireNode>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WireNode {
+    #[serde(default)]
+    pub state: Vec<String>,
+    #[serde(default)]
+    pub cpus: i64,
+    #[serde(default)]
+    pub alloc_cpus: i64,
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    #[serde(default)]
+    pub gres: String,
+}
+
+/// Node states that take no new job.
+const UNAVAILABLE: &[&str] = &[
+    "DOWN",
+    "DRAIN",
+    "DRAINED",
+    "DRAINING",
+    "FAIL",
+    "FUTURE",
+    "MAINTENANCE",
+    "NOT_RESPONDING",
+    "POWERED_DOWN",
+    "RESERVED",
+];
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Partitions with what their nodes have free now (pure; unit-tested).
+pub fn partition_summary(
+    partitions: PartitionsResponse,
+    nodes: NodesResponse,
+) -> Vec<PartitionInfo> {
+    partitions
+        .partitions
+        .into_iter()
+        .map(|p| {
+            let mut info = PartitionInfo {
+                nodes: count(p.nodes.total),
+                cpus: count(p.cpus.total),
+                max_time_minutes: p.maximums.time.and_then(NoVal::value),
+                state: p.partition.state,
+                ..Default::default()
+            };
+            for n in nodes
+                .nodes
+                .iter()
+                .filter(|n| n.partitions.contains(&p.name))
+            {
+                let usable = !n.state.iter().any(|s| UNAVAILABLE.contains(&s.as_str()));
+                if !usable {
+                    continue;
+                }
+                let free = n.cpus.saturating_sub(n.alloc_cpus);
+                info.idle_cpus = info.idle_cpus.saturating_add(count(free));
+                if n.state.iter().any(|s| s == "IDLE") && n.alloc_cpus == 0 {
+                    info.idle_nodes = info.idle_nodes.saturating_add(1);
+                }
+                for g in n.gres.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+                    // "gpu:a100:4(S:0-1)": the socket binding is not a resource.
+                    let g = g.split('(').next().unwrap_or(g).to_owned();
+                    if !info.gres.contains(&g) {
+                        info.gres.push(g);
+                    }
+                }
+            }
+            info.name = p.name;
+            info
+        })
+        .collect()
 }
 
 #[cfg(test)]
