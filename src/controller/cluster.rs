@@ -83,18 +83,21 @@ async fn reconcile_inner(
                 status.served_versions = handle.client.served_versions().await.unwrap_or_default();
                 status.slurm_version = Some(ping.release.clone());
                 status.last_ping = Some(Time(Timestamp::now()));
-                // What agents survey before they ask for resources; the last known
-                // figures stay when this read fails.
-                match handle.client.partitions().await {
-                    Ok(parts) => {
-                        status.partitions = parts
-                            .into_iter()
-                            .take(MAX_PARTITIONS)
-                            .map(partition_status)
-                            .collect()
-                    }
-                    Err(e) => {
-                        tracing::debug!(cluster = %name, error = %e, "cannot read partitions")
+                // What agents survey before they ask for resources, at most every 30 s
+                // whatever the ping interval; the last known figures stay in between and
+                // when a read fails.
+                if handle.partitions_due() {
+                    match handle.client.partitions().await {
+                        Ok(parts) => {
+                            status.partitions = parts
+                                .into_iter()
+                                .take(MAX_PARTITIONS)
+                                .map(partition_status)
+                                .collect()
+                        }
+                        Err(e) => {
+                            tracing::debug!(cluster = %name, error = %e, "cannot read partitions")
+                        }
                     }
                 }
                 Ok(format!(
@@ -327,6 +330,7 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
         token_user,
         fingerprint,
         secret_hash: AtomicU64::new(secret_hash),
+        partitions_read: std::sync::Mutex::new(None),
         users: std::sync::Mutex::new(
             existing
                 .as_ref()

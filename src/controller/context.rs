@@ -90,10 +90,29 @@ pub struct ClusterHandle {
     /// allocation is reconciled at start, so this fills quickly). The orphan sweep asks
     /// accounting for these users' jobs.
     pub users: Mutex<std::collections::BTreeSet<String>>,
+    /// When the partitions were last read (they are read at most every
+    /// [`PARTITIONS_EVERY`], however often the cluster is pinged).
+    pub partitions_read: Mutex<Option<std::time::Instant>>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
+/// How often a cluster's partitions are read into its status.
+pub const PARTITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl ClusterHandle {
+    /// Whether the partitions are due for a read; if so, counts this as the read.
+    pub fn partitions_due(&self) -> bool {
+        let mut last = self
+            .partitions_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= PARTITIONS_EVERY);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     pub fn note_user(&self, user: &str) {
         if user.is_empty() {
             return;

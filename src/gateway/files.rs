@@ -8,42 +8,66 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use super::GatewayError;
 use crate::jupyter::ContentModel;
 
-/// The content of a file model, from byte `offset`, at most `limit` bytes of text.
-pub fn read(
-    model: &ContentModel,
-    offset: usize,
-    limit: usize,
-) -> Result<CallToolResult, GatewayError> {
+/// Largest image file read_file shows (it is read whole to be shown).
+pub const MAX_IMAGE_FILE: u64 = 20 * 1024 * 1024;
+
+/// Refuses a directory (metadata from the contents API).
+pub fn check_file(model: &ContentModel) -> Result<(), GatewayError> {
     if model.kind == "directory" {
         return Err(GatewayError::Invalid(format!(
             "{} is a directory: use list_files",
             model.path
         )));
     }
-    let text = match &model.content {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if model.format.as_deref() == Some("base64") {
-        if let Some(mime) = image_mime(&model.path) {
-            return Ok(CallToolResult::success(vec![image_block(&text, mime)]));
+    Ok(())
+}
+
+/// An image file (its model with base64 content) as image content.
+pub fn image(model: &ContentModel, mime: &str) -> CallToolResult {
+    let text = model.content.as_str().unwrap_or_default();
+    CallToolResult::success(vec![image_block(text, mime)])
+}
+
+/// One page of a text file: `bytes` were read from byte `offset` of a file of `total`
+/// bytes (up to 3 more than `limit`, so a character cut at the end can be finished). The
+/// page starts and ends on character boundaries; a page that is not UTF-8 or holds NUL
+/// bytes is reported as binary (pure; unit-tested).
+pub fn text_page(
+    path: &str,
+    bytes: &[u8],
+    offset: u64,
+    limit: usize,
+    total: u64,
+) -> CallToolResult {
+    // A page that starts inside a character skips its continuation bytes.
+    let skip = bytes
+        .iter()
+        .take(3)
+        .take_while(|b| (**b & 0xC0) == 0x80)
+        .count();
+    let rest = bytes.get(skip..).unwrap_or_default();
+    let mut take = rest.len().min(limit);
+    let text = loop {
+        let page = rest.get(..take).unwrap_or_default();
+        // NUL bytes are valid UTF-8 but no text file has them.
+        if page.contains(&0) {
+            break None;
         }
-        let size = decoded_len(&text).unwrap_or(0);
-        return Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-            "{} is a binary file of {size} bytes; only text files and images can be read",
-            model.path
-        ))]));
-    }
-    let total = text.len();
-    let mut start = offset.min(total);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let mut end = start.saturating_add(limit).min(total);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut blocks = vec![ContentBlock::text(&text[start..end])];
+        match std::str::from_utf8(page) {
+            Ok(t) => break Some(t),
+            // Cut inside a character at the end: back off to its start.
+            Err(e) if e.error_len().is_none() && take > e.valid_up_to() => take = e.valid_up_to(),
+            Err(_) => break None,
+        }
+    };
+    let Some(text) = text else {
+        return CallToolResult::success(vec![ContentBlock::text(format!(
+            "{path} is a binary file of {total} bytes; only text files and images can be read"
+        ))]);
+    };
+    let start = offset.saturating_add(skip as u64);
+    let end = start.saturating_add(take as u64);
+    let mut blocks = vec![ContentBlock::text(text)];
     if start > 0 || end < total {
         blocks.push(ContentBlock::text(format!(
             "[bytes {start}..{end} of {total}{}]",
@@ -54,7 +78,7 @@ pub fn read(
             }
         )));
     }
-    Ok(CallToolResult::success(blocks))
+    CallToolResult::success(blocks)
 }
 
 /// An image as the agent gets it (very large ones scaled down).
@@ -69,7 +93,8 @@ fn decoded_len(b64: &str) -> Option<usize> {
     B64.decode(compact).ok().map(|v| v.len())
 }
 
-fn image_mime(path: &str) -> Option<&'static str> {
+/// The image `path` is, if its name says so (read_file shows these as images).
+pub fn image_mime(path: &str) -> Option<&'static str> {
     let lower = path.to_ascii_lowercase();
     if lower.ends_with(".png") {
         Some("image/png")
@@ -110,22 +135,33 @@ pub fn upload_format(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn model(content: &str) -> ContentModel {
-        serde_json::from_value(json!({
-            "name": "a.txt", "path": "a.txt", "type": "file", "format": "text", "content": content
-        }))
-        .unwrap()
+    fn texts(r: &CallToolResult) -> Vec<String> {
+        r.content
+            .iter()
+            .map(|c| c.as_text().unwrap().text.clone())
+            .collect()
     }
 
     #[test]
-    fn long_text_is_paged() {
-        let r = read(&model("0123456789"), 4, 3).unwrap();
-        assert_eq!(r.content[0].as_text().unwrap().text, "456");
-        assert!(r.content[1].as_text().unwrap().text.contains("offset=7"));
-        let whole = read(&model("abc"), 0, 100).unwrap();
-        assert_eq!(whole.content.len(), 1);
+    fn long_text_is_paged_on_character_boundaries() {
+        let r = text_page("a.txt", b"4567", 4, 3, 10);
+        assert_eq!(texts(&r)[0], "456");
+        assert!(texts(&r)[1].contains("bytes 4..7 of 10; continue with offset=7"));
+        assert_eq!(texts(&text_page("a.txt", b"abc", 0, 100, 3)).len(), 1);
+        // "é" is two bytes: a page ending inside it stops before it, one starting inside
+        // it starts after it.
+        let word = "aéb".as_bytes();
+        let end_cut = text_page("a.txt", word, 0, 2, 4);
+        assert_eq!(texts(&end_cut)[0], "a");
+        assert!(texts(&end_cut)[1].contains("offset=1"));
+        let start_cut = text_page("a.txt", &word[2..], 2, 10, 4);
+        assert_eq!(texts(&start_cut)[0], "b");
+        assert!(texts(&start_cut)[1].starts_with("[bytes 3..4 of 4"));
+        let binary = text_page("x.bin", &[0xff, 0xfe, 0x00, 0x41], 0, 10, 4);
+        assert!(texts(&binary)[0].contains("binary file of 4 bytes"));
+        let nul = text_page("x.bin", b"ab\0cd", 0, 10, 5);
+        assert!(texts(&nul)[0].contains("binary file of 5 bytes"));
     }
 
     #[test]

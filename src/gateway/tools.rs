@@ -834,9 +834,33 @@ impl SlurmlabMcp {
     ) -> ToolResult {
         self.call("read_file", self.caller(&ctx), |caller| async move {
             let live = self.live(&caller, &p.session_id, Access::Read).await?;
-            let model = live.server.get(&p.path, true).await?;
-            let limit = p.length.unwrap_or(self.state.settings.text_limit);
-            super::files::read(&model, p.offset.unwrap_or(0), limit)
+            // Metadata first: a page of a huge file costs a page, not the file.
+            let meta = live.server.get(&p.path, false).await?;
+            super::files::check_file(&meta)?;
+            let total = meta.size.unwrap_or(0);
+            if let Some(mime) = super::files::image_mime(&p.path) {
+                if total > super::files::MAX_IMAGE_FILE {
+                    return Err(GatewayError::Invalid(format!(
+                        "{} is an image of {total} bytes; read_file shows images up to {} bytes",
+                        p.path,
+                        super::files::MAX_IMAGE_FILE
+                    )));
+                }
+                let model = live.server.get(&p.path, true).await?;
+                return Ok(super::files::image(&model, mime));
+            }
+            let limit = p
+                .length
+                .unwrap_or(self.state.settings.text_limit)
+                .min(self.state.settings.text_limit.max(1 << 20));
+            let offset = p.offset.unwrap_or(0) as u64;
+            let bytes = live
+                .server
+                .read_range(&p.path, offset, limit as u64 + 3)
+                .await?;
+            Ok(super::files::text_page(
+                &p.path, &bytes, offset, limit, total,
+            ))
         })
         .await
     }

@@ -100,6 +100,18 @@ impl JupyterServer {
         body: Option<Value>,
         what: &str,
     ) -> Result<reqwest::Response, JupyterError> {
+        self.call_with(method, path, body, what, None).await
+    }
+
+    /// [`Self::call`] with a `Range` header.
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+        range: Option<String>,
+    ) -> Result<reqwest::Response, JupyterError> {
         let url = format!("{}{path}", self.base_url);
         let mut req = self
             .http
@@ -107,6 +119,9 @@ impl JupyterServer {
             .header("Authorization", format!("token {}", self.token));
         if let Some(body) = body {
             req = req.json(&body);
+        }
+        if let Some(range) = range {
+            req = req.header(reqwest::header::RANGE, range);
         }
         let resp = req.send().await.map_err(|e| JupyterError::Unreachable {
             url: url.clone(),
@@ -256,6 +271,51 @@ impl JupyterServer {
     fn contents_path(path: &str) -> String {
         let encoded: Vec<String> = path.split('/').map(urlencode).collect();
         format!("/api/contents/{}", encoded.join("/"))
+    }
+
+    /// At most `len` bytes of a file from byte `start`, read with an HTTP Range request on
+    /// `/files/` so the server sends (and the gateway holds) only those bytes. Past the
+    /// end: nothing.
+    pub async fn read_range(
+        &self,
+        path: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, JupyterError> {
+        let path = check_path(path)?;
+        if len == 0 {
+            return Ok(vec![]);
+        }
+        let encoded: Vec<String> = path.split('/').map(urlencode).collect();
+        let end = start.saturating_add(len - 1);
+        let resp = self
+            .call_with(
+                Method::GET,
+                &format!("/files/{}", encoded.join("/")),
+                None,
+                path,
+                Some(format!("bytes={start}-{end}")),
+            )
+            .await;
+        let resp = match resp {
+            // 416: the range starts past the end of the file.
+            Err(JupyterError::Http { status: 416, .. }) => return Ok(vec![]),
+            r => r?,
+        };
+        let partial = resp.status().as_u16() == 206;
+        let body = resp.bytes().await.map_err(|e| JupyterError::Unreachable {
+            url: format!("{}/files/{path}", self.base_url),
+            detail: error_chain(&e),
+        })?;
+        if partial {
+            return Ok(body.to_vec());
+        }
+        // A server without Range support sent the whole file: keep the asked-for part.
+        let from = usize::try_from(start).unwrap_or(usize::MAX).min(body.len());
+        let to = from
+            .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+            .min(body.len());
+        Ok(body[from..to].to_vec())
     }
 
     /// A file, notebook or directory (`content` false: metadata only).
