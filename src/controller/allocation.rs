@@ -748,10 +748,8 @@ impl<'a> Reconcile<'a> {
         if let Ok(token) = self.read_token().await {
             return Ok(token);
         }
-        let mut bytes = [0u8; 24];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| ReconcileError::Other(format!("no randomness for a token: {e}")))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = identity::random_hex(24)
+            .map_err(|e| ReconcileError::Other(format!("cannot make a Jupyter token: {e}")))?;
         self.apply_token_entry(Some(&token)).await?;
         Ok(token)
     }

@@ -133,9 +133,14 @@ impl TagKey {
 
 /// A fresh nonce for one submission: 64 random bits, hex.
 pub fn new_nonce() -> Result<String, String> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a nonce: {e}"))?;
-    Ok(hex(&bytes))
+    random_hex(8)
+}
+
+/// `bytes` random bytes, hex (nonces, Jupyter tokens).
+pub fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(hex(&buf))
 }
 
 fn hex(bytes: &[u8]) -> String {

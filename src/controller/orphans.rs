@@ -128,7 +128,12 @@ pub async fn sweep(
     }
     let mut cancelled = 0;
     for job in jobs {
-        let Some(owner) = job.comment.as_deref().and_then(|c| parse_comment(c).owner) else {
+        let parsed = job
+            .comment
+            .as_deref()
+            .map(parse_comment)
+            .unwrap_or_default();
+        let Some(owner) = parsed.owner else {
             continue;
         };
         if owner.cluster_uid != cluster_uid {
@@ -150,11 +155,10 @@ pub async fn sweep(
         let user = job.user.clone().unwrap_or_default();
         // Any SLURM user can name a job and write our tag into its comment: only a job
         // whose tag we signed, of the user the owner's namespace maps to, is ours to cancel.
-        let signed = job
-            .comment
+        let signed = parsed
+            .mac
             .as_deref()
-            .and_then(|c| ctx.tag_key.authentic_owner(c))
-            .is_some();
+            .is_some_and(|mac| ctx.tag_key.verify(&owner, mac));
         let forged = if !signed {
             Some("no valid signature of this controller's (forged, or from before the job tag key existed)".to_owned())
         } else if !is_mapped_user(ctx, handle.as_deref(), &owner.namespace, &user).await {

@@ -198,10 +198,7 @@ pub fn agent_image(b64: &str, mime: &str) -> (String, String) {
         return (compact, mime.to_owned());
     };
     let reader = || image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format();
-    let Ok((width, height)) = reader()
-        .map_err(|_| ())
-        .and_then(|r| r.into_dimensions().map_err(|_| ()))
-    else {
+    let Some((width, height)) = reader().ok().and_then(|r| r.into_dimensions().ok()) else {
         return (compact, mime.to_owned());
     };
     if width <= MAX_IMAGE_SIDE && height <= MAX_IMAGE_SIDE {
@@ -211,11 +208,11 @@ pub fn agent_image(b64: &str, mime: &str) -> (String, String) {
     limits.max_image_width = Some(MAX_DECODE_SIDE);
     limits.max_image_height = Some(MAX_DECODE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
-    let decoded = reader().map_err(|_| ()).and_then(|mut r| {
+    let decoded = reader().ok().and_then(|mut r| {
         r.limits(limits);
-        r.decode().map_err(|_| ())
+        r.decode().ok()
     });
-    let Ok(img) = decoded else {
+    let Some(img) = decoded else {
         return (compact, mime.to_owned());
     };
     let small = img.resize(

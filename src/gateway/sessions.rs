@@ -17,9 +17,9 @@ use super::GatewayError;
 use super::identity::Caller;
 use super::names;
 use crate::api::{
-    AllocationPhase, ComputeAllocation, ComputeAllocationSpec, DEFAULT_MAX_SESSIONS,
-    JupyterSession, JupyterSessionSpec, NotebookMode, NotebookSpec, RestoreStatus, SessionPhase,
-    SlurmCluster,
+    AllocationPhase, CONDITION_REACHABLE, ComputeAllocation, ComputeAllocationSpec,
+    DEFAULT_MAX_SESSIONS, JupyterSession, JupyterSessionSpec, NotebookMode, NotebookSpec,
+    RestoreStatus, SessionPhase, SlurmCluster,
 };
 
 /// Label: which caller a gateway-made object belongs to (a digest of the user name).
@@ -185,7 +185,7 @@ impl Sessions {
             .into_iter()
             .map(|c| {
                 let st = c.status.clone().unwrap_or_default();
-                let reachable = crate::api::conditions::find(&st.conditions, "Reachable")
+                let reachable = crate::api::conditions::find(&st.conditions, CONDITION_REACHABLE)
                     .is_some_and(|r| r.status == crate::api::conditions::TRUE);
                 json!({
                     "cluster": c.name_any(),
