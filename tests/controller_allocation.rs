@@ -1135,3 +1135,107 @@ async fn a_forged_job_with_an_allocations_tag_is_never_adopted_or_cancelled() {
     }
     scope.cleanup(&client).await;
 }
+
+/// The controller reads job states as its service user. One that is not a SLURM operator
+/// sees only its own jobs under the site's PrivateData=jobs, so it could not follow a
+/// tenant's job (and, looking for a job whose status write was lost, would submit again).
+/// The SlurmCluster finds out with a probe and says what to configure; nothing of another
+/// user is submitted until the admin fixes it, and then it is, without a spec change to
+/// the allocation. (Every other test runs with an operator as the service user.)
+#[tokio::test]
+async fn a_service_user_that_cannot_see_tenant_jobs_is_detected_and_nothing_is_submitted() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-privdata").await;
+    let clusters: Api<SlurmCluster> = Api::all(client.clone());
+    let map_with_service_user = |user: &str| {
+        json!({"spec": {"userMapping": {
+            "defaultUser": user, "allowedUsers": [user, "alice"], "namespaces": {&scope.ns: "alice"}
+        }}})
+    };
+    // carol: a plain user with an association of her own (account "others").
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(map_with_service_user("carol")),
+        )
+        .await
+        .unwrap();
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let visible = |status: &'static str| {
+        let (clusters, name) = (&clusters, &scope.cluster);
+        async move {
+            common::wait_until_ok(Duration::from_secs(90), || async {
+                let c = clusters.get(name).await.ok()?;
+                let cond = c
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "JobsVisible")?;
+                (cond.status == status).then_some(cond)
+            })
+            .await
+        }
+    };
+    let hidden = visible("False")
+        .await
+        .unwrap_or_else(|| panic!("no JobsVisible=False\n{}", ctl.log_tail()));
+    assert_eq!(hidden.reason, "ServiceUserCannotSeeJobs");
+    assert!(
+        hidden
+            .message
+            .contains("sacctmgr modify user carol set AdminLevel=Operator"),
+        "{}",
+        hidden.message
+    );
+
+    scope
+        .allocation(&client, "tenant", json!({"cpus": 1}))
+        .await;
+    let waiting = wait_alloc(&client, &scope, "tenant", &ctl, "held back", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("cannot see jobs of alice"))
+    })
+    .await;
+    let st = waiting.status.unwrap();
+    assert_eq!(st.phase, AllocationPhase::Pending);
+    assert!(st.slurm.is_none(), "{st:?}");
+    // As the operator sees it: no job of the allocation, and the probe was cancelled.
+    let rest = slurm_client(&slurm, None);
+    let name = format!("slurmlab-{}-tenant", scope.ns);
+    assert!(rest.find_jobs(&name).await.unwrap().is_empty());
+    let probes: Vec<_> = rest
+        .find_jobs("slurmlab-visibility-probe")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| !j.state.is_finished())
+        .collect();
+    assert!(probes.is_empty(), "probe jobs left: {probes:?}");
+
+    // The admin switches to an operator: the same allocation goes through.
+    clusters
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(map_with_service_user(&slurm.user)),
+        )
+        .await
+        .unwrap();
+    let shown = visible("True").await.expect("JobsVisible=True");
+    assert!(shown.message.contains(&slurm.user), "{}", shown.message);
+    let ready = wait_alloc(&client, &scope, "tenant", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    assert_eq!(
+        ready.status.as_ref().and_then(|s| s.slurm_user()),
+        Some("alice")
+    );
+    scope.cleanup(&client).await;
+}

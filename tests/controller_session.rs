@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller::{ControllerProcess, Scope};
+use common::controller::{
+    ControllerProcess, Scope, create_session, session_phase as phase, wait_session,
+};
 use common::{Env, User, slurm_client};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -16,47 +18,6 @@ use slurmlab::jupyter::{JupyterServer, KernelChannel, Output, notebook};
 use slurmlab::slurm::{BaseState, SlurmApi};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn create_session(client: &Client, scope: &Scope, name: &str, spec: serde_json::Value) {
-    let obj: JupyterSession = serde_json::from_value(json!({
-        "apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession",
-        "metadata": {"name": name, "namespace": scope.ns}, "spec": spec
-    }))
-    .unwrap();
-    Api::<JupyterSession>::namespaced(client.clone(), &scope.ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap();
-}
-
-async fn wait_session(
-    client: &Client,
-    scope: &Scope,
-    name: &str,
-    ctl: &ControllerProcess,
-    what: &str,
-    check: impl Fn(&JupyterSession) -> bool,
-) -> JupyterSession {
-    let api: Api<JupyterSession> = Api::namespaced(client.clone(), &scope.ns);
-    match common::wait_until_ok(TIMEOUT, || async {
-        api.get(name).await.ok().filter(|s| check(s))
-    })
-    .await
-    {
-        Some(s) => s,
-        None => {
-            let now = api.get(name).await.ok().and_then(|s| s.status);
-            panic!(
-                "session {name} never became {what}: {now:#?}\ncontroller log:\n{}",
-                ctl.log_tail()
-            )
-        }
-    }
-}
-
-fn phase(s: &JupyterSession) -> SessionPhase {
-    s.status.as_ref().map(|st| st.phase).unwrap_or_default()
-}
 
 async fn ready_allocation(
     client: &Client,

@@ -972,6 +972,28 @@ async fn the_official_python_sdk_is_a_client_too() {
     );
     assert_eq!(seen["two"], "2\n");
     assert_eq!(seen["png"], true, "{seen}");
+    // 30 figures of noise: the reply fits the SDK's 1 MiB per event, with as many images
+    // as fit and a note for each one left out (the notebook keeps them all).
+    let many = &seen["many"];
+    assert_eq!(many["error"], false, "{many}");
+    let images = many["images"].as_u64().unwrap();
+    assert!((1..30).contains(&images), "{many}");
+    assert!(many["bytes"].as_u64().unwrap() <= 1_048_576, "{many}");
+    let left_out = many["text"].as_str().unwrap().matches("left out").count();
+    assert!(left_out >= 1, "{many}");
+    eprintln!(
+        "30 figures through the Python SDK: {images} images and {left_out} notes in {} bytes",
+        many["bytes"]
+    );
+    // A page of the notebook: cells 1 and 2 of 3 (1+1, the plot, the figures), briefly.
+    let page = &seen["page"];
+    assert_eq!(page["total_cells"], 3, "{page}");
+    assert_eq!(page["next_offset"], serde_json::Value::Null, "{page}");
+    assert_eq!(page["cells"][0]["index"], 1, "{page}");
+    assert!(page["cells"][0]["outputs"].is_u64(), "{page}");
+    // The whole notebook (~9 MB now) as a resource: refused, naming what to use instead.
+    let resource = seen["resource"].as_str().unwrap();
+    assert!(resource.contains("read_notebook"), "{resource}");
     scope.cleanup(&admin).await;
     drop(ctl);
 }
@@ -1057,4 +1079,131 @@ async fn a_token_guessing_loop_is_refused_without_flooding_token_review() {
     let resp = initialize(&http, &strict.url, &alice_token).await.unwrap();
     assert_eq!(resp.status(), 401);
     scope.cleanup(&admin).await;
+}
+
+/// A gateway stopped with SIGTERM while a run goes (a rollout, a node drain): it refuses
+/// new runs, waits for the running cell to end and writes it into the notebook, and only
+/// then exits. A run longer than the drain is written as it stood, with a note. After the
+/// restart an old execution id says it came from the earlier process (so the agent looks
+/// at the notebook instead of running the code again), unlike an id that never existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_runs_into_the_notebook_and_old_ids_say_what_happened() {
+    let env = Env::load();
+    let admin = env.client(User::Admin).await;
+    common::install_crds(&admin).await;
+    let scope = Scope::create(&admin, &env.slurm_cluster("trixie"), "gw-drain").await;
+    grant_sessions(&admin, &scope.ns, "alice").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let args = ["--drain-seconds", "8"];
+    let token = user_token(&env, "alice");
+    let mut gw = GatewayProcess::start(&env, &scope, &args).await;
+    let alice = Mcp::http(&gw.url, Some(&token)).await.unwrap();
+    let started = alice
+        .ok("start_new_session", json!({"experiment_name": "drain"}))
+        .await;
+    let sid = started["session_id"].as_str().unwrap().to_owned();
+    let cells_on_server = || {
+        let (admin, ns, sid) = (&admin, &scope.ns, &sid);
+        async move {
+            let nb = notebook_on_server(admin, ns, session_name(sid)).await;
+            nb["cells"].as_array().cloned().unwrap_or_default()
+        }
+    };
+
+    // A 5 s run, then SIGTERM one second in.
+    let code = "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(1)\nfinished = True";
+    let pending = alice
+        .ok(
+            "execute_code",
+            json!({"session_id": sid, "code": code, "sync_timeout": 1}),
+        )
+        .await;
+    let old_id = pending["execution_id"].as_str().unwrap().to_owned();
+    let term = std::time::Instant::now();
+    gw.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = alice
+        .call("execute_code", json!({"session_id": sid, "code": "1"}))
+        .await;
+    assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("shutting down"),
+        "{}",
+        text(&refused)
+    );
+    let exit = gw
+        .wait_exit(Duration::from_secs(30))
+        .expect("the gateway exits");
+    let stopped_after = term.elapsed();
+    assert!(exit.success(), "{exit:?}\n{}", gw.log_tail());
+    assert!(
+        stopped_after >= Duration::from_secs(3),
+        "exited {stopped_after:?} after SIGTERM, before the run ended"
+    );
+    let cells = cells_on_server().await;
+    let cell = cells
+        .iter()
+        .find(|c| c["metadata"]["slurmlab"]["execution_id"] == old_id.as_str())
+        .unwrap_or_else(|| panic!("the drained run is not in the notebook: {cells:#?}"));
+    assert_eq!(cell["metadata"]["slurmlab"]["status"], "completed");
+    assert_eq!(cell["outputs"][0]["text"], "0\n1\n2\n3\n4\n", "{cell}");
+    drop(alice);
+
+    // The restarted gateway: the old id is told apart from one that never existed.
+    let mut gw = GatewayProcess::start(&env, &scope, &args).await;
+    let alice = Mcp::http(&gw.url, Some(&token)).await.unwrap();
+    let old = alice
+        .call("get_execution_result", json!({"execution_id": old_id}))
+        .await;
+    assert_eq!(old.is_error, Some(true));
+    assert!(
+        text(&old).contains("earlier gateway process") && text(&old).contains("read_notebook"),
+        "{}",
+        text(&old)
+    );
+    let never = alice
+        .call("get_execution_result", json!({"execution_id": "ex-never"}))
+        .await;
+    assert!(text(&never).contains("not found"), "{}", text(&never));
+    let vars = alice.ok("get_workspace", json!({"session_id": sid})).await;
+    assert!(vars.to_string().contains("finished"), "{vars}");
+
+    // A run longer than the drain: recorded as it stood when the gateway stopped.
+    let long =
+        "import time\nfor i in range(60):\n    print('tick', i, flush=True)\n    time.sleep(1)";
+    let pending = alice
+        .ok(
+            "execute_code",
+            json!({"session_id": sid, "code": long, "sync_timeout": 3}),
+        )
+        .await;
+    let long_id = pending["execution_id"].as_str().unwrap().to_owned();
+    let term = std::time::Instant::now();
+    gw.terminate();
+    let exit = gw
+        .wait_exit(Duration::from_secs(25))
+        .expect("the gateway exits");
+    assert!(exit.success(), "{exit:?}\n{}", gw.log_tail());
+    assert!(
+        term.elapsed() < Duration::from_secs(20),
+        "the drain is bounded: {:?}",
+        term.elapsed()
+    );
+    let cells = cells_on_server().await;
+    let cell = cells
+        .iter()
+        .find(|c| c["metadata"]["slurmlab"]["execution_id"] == long_id.as_str())
+        .unwrap_or_else(|| panic!("the cut-off run is not in the notebook: {cells:#?}"));
+    assert_eq!(
+        cell["metadata"]["slurmlab"]["status"],
+        "running when the gateway stopped"
+    );
+    let outputs = cell["outputs"].to_string();
+    assert!(
+        outputs.contains("tick 3") && outputs.contains("the gateway stopped"),
+        "{outputs}"
+    );
+    drop(alice);
+    scope.cleanup(&admin).await;
+    drop(ctl);
 }

@@ -8,10 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::controller::{ControllerProcess, Scope, job_id, phase, wait_alloc};
+use common::controller::{
+    ControllerProcess, Scope, allocation_server, create_session, job_id, phase, session_phase,
+    wait_alloc, wait_session,
+};
 use common::{Env, SlurmCluster as Site, User, slurm_client};
 use serde_json::json;
-use slurmlab::api::{AllocationPhase, ComputeAllocation};
+use slurmlab::api::{AllocationPhase, ComputeAllocation, SessionPhase};
+use slurmlab::jupyter::{KernelChannel, Output, notebook};
 use slurmlab::slurm::SlurmApi;
 
 /// Puts the site back as it was (every daemon running, every host reachable and idle),
@@ -61,7 +65,8 @@ fn ready(a: &ComputeAllocation) -> bool {
 }
 
 #[tokio::test]
-async fn fault_a_dead_compute_host_fails_its_job_and_on_failure_resubmits_elsewhere() {
+async fn fault_a_dead_compute_host_fails_its_job_and_on_failure_resubmits_elsewhere_restoring_sessions()
+ {
     let env = Env::load();
     let client = env.client(User::Admin).await;
     common::install_crds(&client).await;
@@ -78,6 +83,30 @@ async fn fault_a_dead_compute_host_fails_its_job_and_on_failure_resubmits_elsewh
         .await;
     let first = wait_alloc(&client, &scope, "survivor", &ctl, "Ready", ready).await;
     let (dead, first_job) = (node_of(&first), job_id(&first));
+    // A session whose notebook holds one executed cell (what the gateway records): after
+    // the node dies it must come back on the new job with that cell's state replayed.
+    create_session(
+        &client,
+        &scope,
+        "keeper",
+        json!({"allocationRef": "survivor", "notebook": {"path": "keeper.ipynb"}}),
+    )
+    .await;
+    let s = wait_session(&client, &scope, "keeper", &ctl, "Ready", |s| {
+        session_phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let first_kernel = s.status.and_then(|st| st.kernel_id).expect("a kernel");
+    let server = allocation_server(&client, &first).await;
+    let mut nb =
+        notebook::from_json(&server.get("keeper.ipynb", true).await.unwrap().content).unwrap();
+    notebook::append_code(&mut nb, "answer = 6 * 7", &[], Some(1), json!(null)).unwrap();
+    server
+        .put_notebook("keeper.ipynb", &notebook::to_json(&nb).unwrap())
+        .await
+        .unwrap();
+
+    let killed = std::time::Instant::now();
     site.fault(&["kill-node", &dead]);
 
     // slurmctld notices after SlurmdTimeout (20 s) and fails the job (NODE_FAIL); the
@@ -116,6 +145,41 @@ async fn fault_a_dead_compute_host_fails_its_job_and_on_failure_resubmits_elsewh
     assert_eq!(live.len(), 1, "{live:?}");
     let out = scope.describe(&env, "computeallocation", "survivor");
     assert!(out.contains("resubmitting"), "{out}");
+
+    // The session was restored on the new job by replaying its notebook: the variable
+    // set before the node died is back, in a new kernel on the live host.
+    let restored = wait_session(&client, &scope, "keeper", &ctl, "restored", |s| {
+        session_phase(s) == SessionPhase::Ready
+            && s.status.as_ref().and_then(|st| st.kernel_id.as_deref())
+                != Some(first_kernel.as_str())
+    })
+    .await;
+    let recovered_in = killed.elapsed();
+    let st = restored.status.expect("a status");
+    assert_eq!(
+        st.restore.map(|r| (r.executed, r.total, r.errors.len())),
+        Some((1, 1, 0))
+    );
+    assert_eq!(st.node.as_deref(), Some(node_of(&again).as_str()));
+    let server = allocation_server(&client, &again).await;
+    let mut channel = KernelChannel::connect(&server, st.kernel_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    let out = channel
+        .execute("answer", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .outputs;
+    assert!(
+        matches!(&out[..], [Output::Result { data, .. }] if data["text/plain"] == "42"),
+        "{out:?}"
+    );
+    // End to end: host killed → job failed → resubmitted → server up → notebook replayed.
+    eprintln!(
+        "node failure → session restored by replay on {}: {:.1} s",
+        node_of(&again),
+        recovered_in.as_secs_f64()
+    );
     scope.cleanup(&client).await;
 }
 

@@ -13,6 +13,9 @@ use super::fields::{Duration, MemoryQuantity, SecretKeyRef};
 
 /// Condition type: slurmrestd answered the last ping with our credentials.
 pub const CONDITION_REACHABLE: &str = "Reachable";
+/// Whether the controller's service user sees the jobs it submits for other SLURM users
+/// (PrivateData=jobs hides them from a user that is not an operator).
+pub const CONDITION_JOBS_VISIBLE: &str = "JobsVisible";
 
 /// How to reach a SLURM cluster's slurmrestd and the policy for using it.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -281,6 +281,14 @@ impl<'a> Reconcile<'a> {
             Ok(u) => u,
             Err(message) => return Ok(self.refuse("NoSlurmUser", message)),
         };
+        if let Some(why) = handle.hidden_jobs_of(&user) {
+            // Not a refusal of this spec: the admin fixes the cluster, the probe sees it.
+            let message = format!("waiting for SlurmCluster {}: {why}", handle.name);
+            self.set_condition(CONDITION_SLURM, false, "JobsInvisible", &message);
+            self.status.phase = AllocationPhase::Pending;
+            self.status.message = Some(message);
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
         if let Some(max) = cluster.limits.max_allocations_per_namespace {
             let active = self
                 .active_allocations_on(&self.alloc.spec.cluster_ref)

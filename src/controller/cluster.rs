@@ -20,7 +20,9 @@ use tracing::{info, warn};
 
 use crate::api::conditions::{self, FALSE, TRUE};
 use crate::api::fields::SecretKeyRef;
-use crate::api::{CONDITION_REACHABLE, SlurmCluster, SlurmClusterSpec, SlurmClusterStatus};
+use crate::api::{
+    CONDITION_JOBS_VISIBLE, CONDITION_REACHABLE, SlurmCluster, SlurmClusterSpec, SlurmClusterStatus,
+};
 use crate::slurm::poller::{Poller, PollerConfig};
 use crate::slurm::{
     ClientConfig, DEFAULT_TOKEN_LIFETIME, RestClient, SlurmApi, TokenSource, VersionChoice,
@@ -100,6 +102,7 @@ async fn reconcile_inner(
                         }
                     }
                 }
+                check_visibility(&handle, &mut status, generation).await;
                 Ok(format!(
                     "slurmrestd at {url} answers: Slurm {}, REST API {}",
                     ping.release,
@@ -157,6 +160,61 @@ async fn reconcile_inner(
     } else {
         recheck.min(RETRY)
     }))
+}
+
+/// Probes whether the service user sees other users' jobs when due, and reports the
+/// latest verdict as the JobsVisible condition.
+async fn check_visibility(
+    handle: &ClusterHandle,
+    status: &mut SlurmClusterStatus,
+    generation: Option<i64>,
+) {
+    use super::visibility::{self, Visibility};
+    let due = handle
+        .visibility
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .due(Instant::now());
+    if due {
+        let verdict = match visibility::probe_user(
+            &handle.spec,
+            &handle.service_user,
+            handle.token_user.as_deref(),
+        ) {
+            None => Visibility::Visible(format!(
+                "every job runs as the service user {}",
+                handle.service_user
+            )),
+            Some(tenant) => {
+                visibility::probe(
+                    handle.client.as_ref(),
+                    &handle.spec,
+                    &handle.service_user,
+                    &tenant,
+                )
+                .await
+            }
+        };
+        match &verdict {
+            Visibility::Hidden(m) | Visibility::ProbeFailed(m) => {
+                warn!(cluster = %handle.name, "{m}")
+            }
+            _ => {}
+        }
+        let mut state = handle.visibility.lock().unwrap_or_else(|p| p.into_inner());
+        state.verdict = verdict;
+        state.probed = Some(Instant::now());
+    }
+    let (cond, reason, message) = handle
+        .visibility
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .verdict
+        .condition();
+    conditions::set_condition(
+        &mut status.conditions,
+        conditions::condition(CONDITION_JOBS_VISIBLE, cond, reason, &message, generation),
+    );
 }
 
 async fn patch_status(
@@ -290,7 +348,7 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
         .version
         .parse()
         .map_err(|e: crate::slurm::version::UnknownVersion| e.to_string())?;
-    let mut cfg = ClientConfig::new(&name, &spec.rest_api.url, auth, service_user);
+    let mut cfg = ClientConfig::new(&name, &spec.rest_api.url, auth, service_user.clone());
     cfg.version = version;
     cfg.ca_pem = ca;
     cfg.requests_per_second = spec
@@ -331,6 +389,8 @@ async fn connect(cluster: &SlurmCluster, ctx: &Arc<Context>) -> Result<Arc<Clust
         fingerprint,
         secret_hash: AtomicU64::new(secret_hash),
         partitions_read: std::sync::Mutex::new(None),
+        service_user,
+        visibility: Default::default(),
         users: std::sync::Mutex::new(
             existing
                 .as_ref()

@@ -93,6 +93,10 @@ pub struct ClusterHandle {
     /// When the partitions were last read (they are read at most every
     /// [`PARTITIONS_EVERY`], however often the cluster is pinged).
     pub partitions_read: Mutex<Option<std::time::Instant>>,
+    /// The SLURM user job states and records are read as.
+    pub service_user: String,
+    /// Whether `service_user` sees other users' jobs (probed; see `visibility`).
+    pub visibility: Mutex<super::visibility::VisibilityState>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -111,6 +115,23 @@ impl ClusterHandle {
             *last = Some(std::time::Instant::now());
         }
         due
+    }
+
+    /// Why jobs of `user` cannot be followed on this cluster, if they cannot: the service
+    /// user was probed and does not see other users' jobs.
+    pub fn hidden_jobs_of(&self, user: &str) -> Option<String> {
+        if user == self.service_user {
+            return None;
+        }
+        match &self
+            .visibility
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .verdict
+        {
+            super::visibility::Visibility::Hidden(message) => Some(message.clone()),
+            _ => None,
+        }
     }
 
     pub fn note_user(&self, user: &str) {

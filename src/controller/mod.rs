@@ -19,6 +19,7 @@ pub mod script;
 mod session;
 pub mod tag_key;
 pub mod uninstall;
+mod visibility;
 mod writes;
 
 use std::net::SocketAddr;

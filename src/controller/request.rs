@@ -235,6 +235,7 @@ pub fn job_spec(
         working_directory,
         environment,
         comment: Some(comment),
+        hold: false,
     }
 }
 

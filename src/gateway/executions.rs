@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::GatewayError;
 use super::identity::Caller;
@@ -88,6 +89,7 @@ pub struct Execution {
     pub session: Arc<LiveSession>,
     pub owner: Caller,
     pub code: String,
+    placement: Placement,
     started: Instant,
     cancel: CancellationToken,
     state: Mutex<ExecState>,
@@ -190,6 +192,18 @@ pub struct Executions {
     runs: Mutex<HashMap<String, Arc<Execution>>>,
     metrics: Arc<GatewayMetrics>,
     text_limit: usize,
+    /// Every run task, so a shutdown can wait for them (see `drain`).
+    tasks: TaskTracker,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// What a shutdown's drain saw.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Runs going when the drain began that ended (and were recorded) within its time.
+    pub finished: usize,
+    /// Runs still going at its end: recorded as they stood, with a note.
+    pub left_running: usize,
 }
 
 impl Executions {
@@ -198,6 +212,73 @@ impl Executions {
             runs: Mutex::new(HashMap::new()),
             metrics,
             text_limit,
+            tasks: TaskTracker::new(),
+            draining: Default::default(),
+        }
+    }
+
+    /// Whether a shutdown's drain has begun.
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A shutdown: no new runs; waits up to `limit` for the runs going to end and be
+    /// written into their notebooks. A run still going then is written as it stands, with
+    /// a note that the gateway stopped (the kernel goes on with it; its later output is
+    /// not recorded), so the notebook never silently lacks a cell that ran.
+    pub async fn drain(&self, limit: Duration) -> Drained {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let going: Vec<Arc<Execution>> = self
+            .runs()
+            .values()
+            .filter(|e| !e.status().finished())
+            .cloned()
+            .collect();
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait()).await.is_ok() {
+            return Drained {
+                finished: going.len(),
+                left_running: 0,
+            };
+        }
+        let left: Vec<Arc<Execution>> = going
+            .iter()
+            .filter(|e| !e.status().finished())
+            .cloned()
+            .collect();
+        let mut recorded = vec![];
+        for exec in &left {
+            if !matches!(exec.placement, Placement::Append) {
+                continue;
+            }
+            let mut outputs = exec.outputs();
+            outputs.push(Output::Stream {
+                name: "stderr".into(),
+                text: format!(
+                    "\n[slurmlab: the gateway stopped after {}s of this run; the kernel went on \
+                     with it, but output after this point is not recorded]\n",
+                    exec.started.elapsed().as_secs()
+                ),
+            });
+            let metadata = record::cell_metadata(
+                &exec.id,
+                exec.started.elapsed().as_millis(),
+                "running when the gateway stopped",
+            );
+            recorded.push(exec.session.notebook.submit(Change::Append {
+                source: exec.code.clone(),
+                outputs,
+                execution_count: None,
+                metadata,
+            }));
+        }
+        for queued in recorded {
+            let _ = tokio::time::timeout(Duration::from_secs(5), record::answer(queued)).await;
+        }
+        Drained {
+            finished: going.len() - left.len(),
+            left_running: left.len(),
         }
     }
 
@@ -211,13 +292,21 @@ impl Executions {
         session: Arc<LiveSession>,
         owner: &Caller,
         req: RunRequest,
-    ) -> Arc<Execution> {
+    ) -> Result<Arc<Execution>, GatewayError> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GatewayError::NotReady(
+                "the gateway is shutting down and takes no new runs; retry in a few seconds \
+                 (the restarted gateway takes them)"
+                    .into(),
+            ));
+        }
         let (done, _) = watch::channel(false);
         let exec = Arc::new(Execution {
             id: names::execution_id(),
             session,
             owner: owner.clone(),
             code: req.code.clone(),
+            placement: req.placement,
             started: Instant::now(),
             cancel: CancellationToken::new(),
             state: Mutex::new(ExecState {
@@ -242,13 +331,13 @@ impl Executions {
             }
         }
         self.metrics.running_executions.inc();
-        tokio::spawn(run(
+        self.tasks.spawn(run(
             exec.clone(),
             req,
             self.text_limit,
             self.metrics.clone(),
         ));
-        exec
+        Ok(exec)
     }
 
     /// Forgets runs that finished more than an hour ago (called periodically).
@@ -259,11 +348,19 @@ impl Executions {
 
     /// A run of `caller`'s (others' runs read as not found).
     pub fn get(&self, id: &str, caller: &Caller) -> Result<Arc<Execution>, GatewayError> {
-        self.runs()
-            .get(id)
-            .filter(|e| &e.owner == caller)
-            .cloned()
-            .ok_or_else(|| GatewayError::NotFound(format!("execution {id}")))
+        let found = self.runs().get(id).filter(|e| &e.owner == caller).cloned();
+        found.ok_or_else(|| match names::execution_instance(id) {
+            // Told apart from an id that never existed, so the agent does not simply run
+            // the code again.
+            Some(instance) if instance != names::instance() => GatewayError::Failed(format!(
+                "execution {id} was started by an earlier gateway process, which has stopped \
+                 (a restart), so its result is gone from the gateway. The kernel ran it: \
+                 read_notebook shows the cell if it was recorded (a run going when the gateway \
+                 stopped is recorded as it stood, with a note) and get_workspace shows its \
+                 variables; check those before running it again"
+            )),
+            _ => GatewayError::NotFound(format!("execution {id}")),
+        })
     }
 
     /// Unfinished runs on a session, whoever started them.

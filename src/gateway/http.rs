@@ -166,8 +166,12 @@ pub fn health_router(state: Arc<GatewayState>) -> Router {
         .with_state(state)
 }
 
-/// Ready while the API server answers (nothing works without it).
+/// Ready while the API server answers (nothing works without it) and the gateway is not
+/// draining for a shutdown (new runs go to another replica then).
 async fn readyz(State(s): State<Arc<GatewayState>>) -> impl IntoResponse {
+    if s.executions.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining".to_owned());
+    }
     let client = s.access.own();
     match tokio::time::timeout(
         std::time::Duration::from_secs(3),

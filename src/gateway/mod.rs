@@ -22,6 +22,7 @@ pub mod names;
 pub mod params;
 pub mod record;
 pub mod render;
+pub mod reply;
 pub mod sessions;
 pub mod state;
 pub mod summary;
@@ -103,6 +104,17 @@ pub struct GatewayArgs {
     /// Largest file upload_file accepts.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub upload_limit_bytes: usize,
+    /// Largest tool reply, in bytes of JSON. The default stays under the 1 MiB that the
+    /// official Python SDK accepts per event: JSON sent twice is sent once, then images
+    /// are left out and texts cut, each with a note.
+    #[arg(long, default_value_t = reply::DEFAULT_REPLY_LIMIT)]
+    pub reply_limit_bytes: usize,
+    /// On SIGTERM, wait this long for running executions to end and be written into
+    /// their notebooks before exiting (new runs are refused meanwhile); a run still going
+    /// then is recorded as it stands, with a note. Keep it under the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, default_value_t = 25)]
+    pub drain_seconds: u64,
     /// HTTP: audiences a bearer token must be valid for (TokenReview). The default is the
     /// gateway's own, so a token minted for the API server or another service is refused
     /// (agents use `kubectl create token <sa> --audience slurmlab`); an empty value
@@ -190,6 +202,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         execution_timeout: Duration::from_secs(args.execution_timeout_seconds),
         text_limit: args.output_limit_bytes,
         upload_limit: args.upload_limit_bytes,
+        reply_limit: args.reply_limit_bytes,
     };
     let defaults = SessionDefaults {
         cluster: args.cluster.clone(),
@@ -206,6 +219,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         .collect();
     let auth = Arc::new(Authenticator::new(access.own(), audiences));
     let state = Arc::new(GatewayState::new(access, defaults, settings));
+    let drain_limit = Duration::from_secs(args.drain_seconds);
     let shutdown = CancellationToken::new();
     let health_addr = args.health_addr.or(match args.transport {
         Transport::Http => Some(SocketAddr::from(([0, 0, 0, 0], 8081))),
@@ -248,7 +262,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
                 user = state.settings.local_caller.as_ref().map_or("", |c| c.name()),
                 "MCP gateway on stdio"
             );
-            let service = SlurmlabMcp::new(state)
+            let service = SlurmlabMcp::new(state.clone())
                 .serve(rmcp::transport::stdio())
                 .await
                 .map_err(|e| GatewayRunError::Stdio(e.to_string()))?;
@@ -270,7 +284,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
                 // oversized file gets upload_file's own error, not a dropped connection.
                 max_body_bytes: args.upload_limit_bytes / 3 * 4 + (1 << 20),
             };
-            let router = http::mcp_router(state, auth, &policy, shutdown.clone());
+            let router = http::mcp_router(state.clone(), auth, &policy, shutdown.clone());
             let (bound, task) = crate::process::serve_http(args.listen, router, shutdown.clone())
                 .await
                 .map_err(|e| GatewayRunError::Listen(args.listen, e))?;
@@ -280,6 +294,13 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
             tracing::info!("shutting down");
         }
     }
+    // Still serving: in-flight calls finish and runs end and are recorded first.
+    let drained = state.executions.drain(drain_limit).await;
+    tracing::info!(
+        finished = drained.finished,
+        left_running = drained.left_running,
+        "runs drained"
+    );
     shutdown.cancel();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;

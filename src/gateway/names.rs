@@ -67,9 +67,22 @@ pub fn output_file(notebook_path: &str, execution_id: &str) -> String {
     format!("{stem}_outputs/{execution_id}.txt")
 }
 
-/// A new execution id.
+/// This gateway process's mark in the ids it hands out, so an id from an earlier process
+/// (before a restart) is told apart from one that never existed.
+pub fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| random_chars(4))
+}
+
+/// A new execution id: `ex-<instance>-<random>`.
 pub fn execution_id() -> String {
-    format!("ex-{}", random_chars(12))
+    format!("ex-{}-{}", instance(), random_chars(10))
+}
+
+/// The process mark in an execution id (None for an id of another shape).
+pub fn execution_instance(id: &str) -> Option<&str> {
+    let (instance, rest) = id.strip_prefix("ex-")?.split_once('-')?;
+    (instance.len() == 4 && !rest.is_empty()).then_some(instance)
 }
 
 /// The first `bytes` bytes of the SHA-256 of `s`, in hex (label values, annotations).
@@ -102,6 +115,15 @@ fn random_chars(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn execution_ids_name_the_process_that_made_them() {
+        let id = execution_id();
+        assert_eq!(execution_instance(&id), Some(instance()));
+        assert_eq!(execution_instance("ex-abcdefghijkl"), None);
+        assert_eq!(execution_instance("ex-ab-x"), None);
+        assert_ne!(execution_id(), id);
+    }
 
     #[test]
     fn names_are_valid_kubernetes_names() {

@@ -77,6 +77,22 @@ pub struct SessionRef {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReadNotebook {
+    /// The session (`namespace/name`).
+    pub session_id: String,
+    /// First cell of the page (default 0).
+    #[serde(default)]
+    pub offset: usize,
+    /// Cells in the page (default 50, at most 500); `next_offset` in the answer starts the
+    /// next page.
+    pub limit: Option<usize>,
+    /// Each cell's first source line and its number of outputs only: a survey of a big
+    /// notebook (then read_cell for the cells that matter).
+    #[serde(default)]
+    pub brief: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct EditCell {
     /// The session (`namespace/name`, as start_new_session returned it).
     pub session_id: String,

@@ -22,6 +22,8 @@ pub struct Settings {
     pub execution_timeout: Duration,
     pub text_limit: usize,
     pub upload_limit: usize,
+    /// Largest reply (see `reply`).
+    pub reply_limit: usize,
 }
 
 /// The longest an agent may ask a start to wait for its SLURM job.
@@ -108,6 +110,7 @@ mod tests {
             execution_timeout: Duration::from_secs(3600),
             text_limit: 1,
             upload_limit: 1,
+            reply_limit: 1,
         };
         assert_eq!(s.run_timeout(None), Duration::from_secs(3600));
         assert_eq!(s.run_timeout(Some(5)), Duration::from_secs(5));

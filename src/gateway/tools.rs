@@ -100,7 +100,7 @@ impl SlurmlabMcp {
         index: i64,
         code: String,
         timeout: Option<u64>,
-    ) -> CallToolResult {
+    ) -> Result<CallToolResult, GatewayError> {
         let exec = self.state.executions.submit(
             live,
             caller,
@@ -110,9 +110,9 @@ impl SlurmlabMcp {
                 placement: Placement::Replace(index),
                 store_history: true,
             },
-        );
+        )?;
         exec.finished().await;
-        self.result_of(&exec).await
+        Ok(self.result_of(&exec).await)
     }
 
     /// A tool that edits the notebook without running anything: `change` applied for a
@@ -164,8 +164,9 @@ impl SlurmlabMcp {
         self.state
             .metrics
             .tool_call(tool, outcome, started.elapsed());
-        Ok(result
-            .unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.to_string())])))
+        let result = result
+            .unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.to_string())]));
+        Ok(super::reply::fit(result, self.state.settings.reply_limit))
     }
 
     async fn start(
@@ -379,7 +380,7 @@ impl SlurmlabMcp {
                     placement: Placement::Append,
                     store_history: true,
                 },
-            );
+            )?;
             let sync = settings.sync_wait(p.sync_timeout);
             tokio::select! {
                 _ = exec.finished() => Ok(self.result_of(&exec).await),
@@ -526,9 +527,8 @@ impl SlurmlabMcp {
                 let nb = live.notebook.read().await?;
                 notebook::resolve_index(&nb, p.cell_index)?;
             }
-            Ok(self
-                .run_in_cell(live, &caller, p.cell_index, p.code, p.timeout)
-                .await)
+            self.run_in_cell(live, &caller, p.cell_index, p.code, p.timeout)
+                .await
         })
         .await
     }
@@ -553,21 +553,20 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "The session's notebook: every cell with its index, type, source and a summary of its outputs.",
+        description = "The session's notebook, a page of cells at a time (offset, limit: default 50): each cell's index, type, source and a summary of its outputs; brief=true gives each cell's first source line and its number of outputs. Returns total_cells and next_offset (null on the last page).",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn read_notebook(
         &self,
-        Parameters(p): Parameters<SessionRef>,
+        Parameters(p): Parameters<ReadNotebook>,
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         self.call("read_notebook", self.caller(&ctx), |caller| async move {
             let live = self.live(&caller, &p.session_id, Access::Read).await?;
             let nb = live.notebook.read().await?;
-            Ok(json_result(json!({
-                "notebook_path": live.notebook_path,
-                "cells": super::summary::cells(&nb),
-            })))
+            let mut page = super::summary::page(&nb, p.offset, p.limit, p.brief);
+            page["notebook_path"] = json!(live.notebook_path);
+            Ok(json_result(page))
         })
         .await
     }
@@ -608,9 +607,8 @@ impl SlurmlabMcp {
         self.call("run_cell", self.caller(&ctx), |caller| async move {
             let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let code = notebook::code_source(&live.notebook.read().await?, p.cell_index)?;
-            Ok(self
-                .run_in_cell(live, &caller, p.cell_index, code, p.timeout)
-                .await)
+            self.run_in_cell(live, &caller, p.cell_index, code, p.timeout)
+                .await
         })
         .await
     }
@@ -794,7 +792,7 @@ impl SlurmlabMcp {
                     placement: Placement::Nowhere,
                     store_history: false,
                 },
-            );
+            )?;
             exec.finished().await;
             let vars = workspace::parse(&exec.outputs())?;
             Ok(json_result(json!({ "variables": vars })))
@@ -1057,6 +1055,18 @@ impl ServerHandler for SlurmlabMcp {
         } else {
             return Err(not_found(uri));
         };
+        let limit = self.state.settings.reply_limit;
+        if text.len() > limit {
+            // No client would read it (see `reply`): say what to use instead.
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "{uri} is {} bytes, over the gateway's reply bound of {limit}: read it with \
+                     read_notebook (pages, brief mode) or read_cell",
+                    text.len()
+                ),
+                None,
+            ));
+        }
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri.clone())]).into())
     }
 }

@@ -35,6 +35,8 @@ pub struct JobSpec {
     pub standard_error: Option<String>,
     /// Free text stored with the job (slurmlab puts the owner's identity here).
     pub comment: Option<String>,
+    /// Submitted held: it waits until released (or cancelled) and never runs by itself.
+    pub hold: bool,
 }
 
 /// A job's state: the base state and its flags (`["CANCELLED", "COMPLETING"]`).

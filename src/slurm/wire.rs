@@ -442,6 +442,9 @@ pub fn submit_body(_version: ApiVersion, spec: &JobSpec) -> Value {
     // host with a stale endpoint. The controller decides about restarts
     // (restartPolicy), each a new job.
     put("requeue", json!(false));
+    if spec.hold {
+        put("hold", json!(true));
+    }
     let optional = [
         ("partition", &spec.partition),
         ("account", &spec.account),
@@ -846,6 +849,7 @@ mod tests {
             standard_output: Some("/tmp/o-%j".into()),
             standard_error: Some("/tmp/e-%j".into()),
             comment: Some("slurmlab:ns/name/uid".into()),
+            hold: true,
         }
     }
 

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use slurmlab::api::{AllocationPhase, ComputeAllocation, SlurmCluster};
+use slurmlab::api::{
+    AllocationPhase, ComputeAllocation, JupyterSession, SessionPhase, SlurmCluster,
+};
 
 use super::{Env, SlurmCluster as EnvCluster};
 
@@ -382,4 +384,47 @@ pub fn job_id(a: &ComputeAllocation) -> u64 {
         .and_then(|s| s.slurm.as_ref())
         .and_then(|j| j.job_id)
         .expect("a job id") as u64
+}
+
+/// Creates a JupyterSession in the scope's namespace.
+pub async fn create_session(client: &Client, scope: &Scope, name: &str, spec: serde_json::Value) {
+    let obj: JupyterSession = serde_json::from_value(json!({
+        "apiVersion": "slurmlab.io/v1alpha1", "kind": "JupyterSession",
+        "metadata": {"name": name, "namespace": scope.ns}, "spec": spec
+    }))
+    .unwrap();
+    Api::<JupyterSession>::namespaced(client.clone(), &scope.ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+/// Waits until the session satisfies `check`; fails with its status and the log.
+pub async fn wait_session(
+    client: &Client,
+    scope: &Scope,
+    name: &str,
+    ctl: &ControllerProcess,
+    what: &str,
+    check: impl Fn(&JupyterSession) -> bool,
+) -> JupyterSession {
+    let api: Api<JupyterSession> = Api::namespaced(client.clone(), &scope.ns);
+    match super::wait_until_ok(READY_TIMEOUT, || async {
+        api.get(name).await.ok().filter(|s| check(s))
+    })
+    .await
+    {
+        Some(s) => s,
+        None => {
+            let now = api.get(name).await.ok().and_then(|s| s.status);
+            panic!(
+                "session {name} never became {what}: {now:#?}\ncontroller log:\n{}",
+                ctl.log_tail()
+            )
+        }
+    }
+}
+
+pub fn session_phase(s: &JupyterSession) -> SessionPhase {
+    s.status.as_ref().map(|st| st.phase).unwrap_or_default()
 }
