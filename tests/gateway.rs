@@ -1207,3 +1207,120 @@ async fn sigterm_drains_runs_into_the_notebook_and_old_ids_say_what_happened() {
     scope.cleanup(&admin).await;
     drop(ctl);
 }
+
+/// A cell that prints 51 MB as fast as it can: the gateway keeps a head and a tail in
+/// memory (its peak RSS barely moves), the agent gets the head with a pointer, the notebook
+/// cell keeps the head and the tail with the same pointer, and the whole output is in the
+/// file the pointer names, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_stays_out_of_memory_and_is_spilled_whole() {
+    let env = Env::load();
+    let (admin, scope, ctl, gw) = setup(&env, "trixie", "gw-flood").await;
+    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        .await
+        .unwrap();
+    let started = alice
+        .ok("start_new_session", json!({"experiment_name": "flood"}))
+        .await;
+    let sid = started["session_id"].as_str().unwrap().to_owned();
+    alice
+        .ok("execute_code", json!({"session_id": sid, "code": "1"}))
+        .await;
+    let before = gw.peak_rss();
+    // 400,000 lines of 128 bytes.
+    let lines: usize = std::env::var("FLOOD_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000);
+    let code = format!("for i in range({lines}):\n    print(f'line {{i:07d}} ' + 'x' * 114)");
+    let r = alice
+        .call(
+            "execute_code",
+            json!({"session_id": sid, "code": code, "sync_timeout": 600}),
+        )
+        .await;
+    let after = gw.peak_rss();
+    let shown = text(&r);
+    assert_ne!(r.is_error, Some(true), "{shown}");
+    let path = format!(
+        "{}_outputs/",
+        started["notebook_path"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(".ipynb")
+    );
+    // The agent gets the head (its text limit) and where the whole is.
+    assert!(
+        shown.starts_with("line 0000000"),
+        "{}",
+        &shown[..200.min(shown.len())]
+    );
+    assert!(shown.contains(&path), "no pointer to {path}");
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "{} MB of output: gateway peak RSS {} MB -> {} MB; the agent got {} KB",
+        lines * 128 / 1_000_000,
+        before / 1_000_000,
+        after / 1_000_000,
+        shown.len() / 1000
+    );
+    // Kept whole (two copies, the upload, the notebook) it would be over 150 MB; what is
+    // left is buffers and the allocator, the same at 154 MB of output (measured).
+    assert!(grown < 80_000_000, "peak RSS grew by {grown} bytes");
+
+    // The cell is written into the notebook right after the run ends.
+    let cell = common::wait_until_ok(Duration::from_secs(60), || async {
+        let nb = notebook_on_server(&admin, &scope.ns, session_name(&sid)).await;
+        let last = nb["cells"].as_array()?.last()?.clone();
+        last["source"]
+            .to_string()
+            .contains(&format!("range({lines})"))
+            .then_some(last)
+    })
+    .await
+    .expect("the flood cell in the notebook");
+    let kept = cell["outputs"].to_string();
+    assert!(
+        kept.len() < 1_100_000,
+        "the cell holds {} bytes",
+        kept.len()
+    );
+    assert!(
+        kept.contains("bytes left out here")
+            && kept.contains(&path)
+            && kept.contains(&format!("line {:07}", lines - 1)),
+        "{}",
+        &kept[..300.min(kept.len())]
+    );
+    let file = kept
+        .split("the whole text output is in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let s = Api::<JupyterSession>::namespaced(admin.clone(), &scope.ns)
+        .get(session_name(&sid))
+        .await
+        .unwrap();
+    let alloc = Api::<ComputeAllocation>::namespaced(admin.clone(), &scope.ns)
+        .get(s.status.unwrap().allocation.as_deref().unwrap())
+        .await
+        .unwrap();
+    let server = allocation_server(&admin, &alloc).await;
+    let whole = server.get(&file, true).await.unwrap();
+    let whole = whole.content.as_str().unwrap();
+    assert_eq!(
+        whole.len(),
+        lines * 128,
+        "the spill file is the whole output"
+    );
+    assert!(
+        whole.starts_with("line 0000000 x")
+            && whole.ends_with(&format!("line {:07} {}\n", lines - 1, "x".repeat(114)))
+    );
+    alice
+        .ok("shutdown_session", json!({"session_id": sid}))
+        .await;
+    scope.cleanup(&admin).await;
+    drop(ctl);
+}

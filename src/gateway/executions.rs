@@ -20,7 +20,8 @@ use super::metrics::GatewayMetrics;
 use super::names;
 use super::record::{self, Change};
 use super::render::{self, RenderOptions};
-use crate::jupyter::{ExecuteOptions, Output};
+use super::spill::Spill;
+use crate::jupyter::{ExecuteOptions, Output, OutputBudget};
 
 /// How long finished executions are kept for `get_execution_result`.
 const KEEP_FINISHED: Duration = Duration::from_secs(3600);
@@ -396,14 +397,33 @@ async fn run(
     let session = exec.session.clone();
     let mut slot = session.kernel.lock().await;
     exec.state().status = ExecStatus::Running;
+    // Recorded runs keep a head and a tail of their text in memory and stream the whole
+    // to a file next to the notebook once it passes the text limit.
+    let recorded = !matches!(req.placement, Placement::Nowhere);
+    let mut spill = recorded.then(|| {
+        let path = names::output_file(&session.notebook_path, &exec.id);
+        Spill::new(session.server.clone(), path, text_limit)
+    });
+    let budget = match &spill {
+        Some(s) => OutputBudget {
+            whole_at: Some(s.path().to_owned()),
+            ..OutputBudget::default()
+        },
+        None => OutputBudget::default(),
+    };
     let options = ExecuteOptions {
         timeout: req.timeout,
         cancel: exec.cancel.clone(),
         store_history: req.store_history,
+        budget,
+        pace: spill.as_ref().map(Spill::pace),
     };
     let result = match session.channel(&mut slot).await {
         Ok(channel) => channel
             .execute_with(&req.code, options, |change| {
+                if let Some(s) = spill.as_mut() {
+                    s.observe(change);
+                }
                 change.apply_to(&mut exec.state().outputs);
             })
             .await
@@ -444,11 +464,9 @@ async fn run(
         (st.status, st.duration.unwrap_or_default())
     };
     let outputs = exec.state().outputs.clone();
-    if !matches!(req.placement, Placement::Nowhere) && render::text_size(&outputs) > text_limit {
-        let path = names::output_file(&session.notebook_path, &exec.id);
-        let whole: String = outputs.iter().map(render::full_text).collect();
-        match session.server.put_file(&path, &whole, "text").await {
-            Ok(_) => exec.state().full_output_path = Some(path),
+    if let Some(spill) = spill {
+        match spill.finish().await {
+            Ok(path) => exec.state().full_output_path = path,
             Err(e) => {
                 tracing::warn!(execution = %exec.id, error = %e, "cannot save the whole output")
             }

@@ -24,6 +24,7 @@ pub mod record;
 pub mod render;
 pub mod reply;
 pub mod sessions;
+pub mod spill;
 pub mod state;
 pub mod summary;
 pub mod tools;

@@ -12,6 +12,7 @@ use jupyter_websocket_client::{JupyterWebSocketReader, JupyterWebSocketWriter, R
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::bounded::{Bounded, OutputBudget, Pace};
 use super::{JupyterError, JupyterServer, error_chain};
 
 /// One output of an execution, in nbformat's terms.
@@ -76,6 +77,8 @@ pub enum OutputChange<'a> {
     Appended(&'a str),
     /// `clear_output`: everything so far is gone.
     Cleared,
+    /// The output at this index was rewritten (its middle left out to stay in budget).
+    Replaced(usize, &'a Output),
 }
 
 impl OutputChange<'_> {
@@ -89,6 +92,11 @@ impl OutputChange<'_> {
                 }
             }
             Self::Cleared => outputs.clear(),
+            Self::Replaced(i, o) => {
+                if let Some(slot) = outputs.get_mut(i) {
+                    *slot = o.clone();
+                }
+            }
         }
     }
 }
@@ -116,6 +124,10 @@ pub struct ExecuteOptions {
     pub cancel: CancellationToken,
     /// Whether the cell counts in the kernel's history (`In[n]`, execution count).
     pub store_history: bool,
+    /// How much output is kept in memory (see `bounded`).
+    pub budget: OutputBudget,
+    /// Messages are read only while this consumer keeps up.
+    pub pace: Option<std::sync::Arc<Pace>>,
 }
 
 impl ExecuteOptions {
@@ -124,6 +136,8 @@ impl ExecuteOptions {
             timeout,
             cancel: CancellationToken::new(),
             store_history: true,
+            budget: OutputBudget::default(),
+            pace: None,
         }
     }
 }
@@ -240,7 +254,10 @@ impl KernelChannel {
             timeout,
             cancel,
             store_history,
+            budget,
+            pace,
         } = options;
+        let mut bounded = Bounded::new(budget);
         let started = Instant::now();
         let mut request = ExecuteRequest::new(code.to_owned());
         request.store_history = store_history;
@@ -261,6 +278,14 @@ impl KernelChannel {
         };
         let (mut replied, mut idle) = (false, false);
         while !(replied && idle) {
+            if let Some(pace) = &pace {
+                // Wait for the consumer; the timeout and a cancel still apply below.
+                tokio::select! {
+                    _ = pace.below() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
             let next = tokio::select! {
                 next = tokio::time::timeout_at(deadline, self.reader.next()) => next,
                 _ = cancel.cancelled(), if !exec.interrupted && !exec.cancelled => {
@@ -303,27 +328,51 @@ impl KernelChannel {
                         Stdio::Stdout => "stdout",
                         Stdio::Stderr => "stderr",
                     };
-                    match exec.outputs.last_mut() {
+                    let index = exec.outputs.len().saturating_sub(1);
+                    let rewritten = match exec.outputs.last_mut() {
                         Some(Output::Stream { name: last, text }) if last == name => {
                             text.push_str(&s.text);
+                            Some(bounded.after_append(index, text))
+                        }
+                        _ => None,
+                    };
+                    match rewritten {
+                        Some(rewritten) => {
                             observe(OutputChange::Appended(&s.text));
+                            if rewritten && let Some(o) = exec.outputs.get(index) {
+                                observe(OutputChange::Replaced(index, o));
+                            }
                             continue;
                         }
-                        _ => Output::Stream {
+                        None => Output::Stream {
                             name: name.into(),
                             text: s.text,
                         },
                     }
                 }
-                JupyterMessageContent::ExecuteResult(r) => Output::Result {
-                    execution_count: Some(r.execution_count.value() as u64),
-                    data: media_map(&r.data),
-                    metadata: r.metadata,
-                },
-                JupyterMessageContent::DisplayData(d) => Output::Display {
-                    data: media_map(&d.data),
-                    metadata: d.metadata,
-                },
+                JupyterMessageContent::ExecuteResult(r) => {
+                    let data = media_map(&r.data);
+                    if bounded.admit_rich(bundle_size(&data)) {
+                        Output::Result {
+                            execution_count: Some(r.execution_count.value() as u64),
+                            data,
+                            metadata: r.metadata,
+                        }
+                    } else {
+                        rich_note(&bounded)
+                    }
+                }
+                JupyterMessageContent::DisplayData(d) => {
+                    let data = media_map(&d.data);
+                    if bounded.admit_rich(bundle_size(&data)) {
+                        Output::Display {
+                            data,
+                            metadata: d.metadata,
+                        }
+                    } else {
+                        rich_note(&bounded)
+                    }
+                }
                 JupyterMessageContent::ErrorOutput(e) => Output::Error {
                     ename: e.ename,
                     evalue: e.evalue,
@@ -331,6 +380,7 @@ impl KernelChannel {
                 },
                 JupyterMessageContent::ClearOutput(_) => {
                     exec.outputs.clear();
+                    bounded.clear();
                     observe(OutputChange::Cleared);
                     continue;
                 }
@@ -352,12 +402,35 @@ impl KernelChannel {
                 _ => continue,
             };
             exec.outputs.push(pushed);
-            if let Some(last) = exec.outputs.last() {
-                observe(OutputChange::Pushed(last));
+            let index = exec.outputs.len() - 1;
+            observe(OutputChange::Pushed(&exec.outputs[index]));
+            // One huge message is kept within budget too.
+            if let Some(Output::Stream { text, .. }) = exec.outputs.get_mut(index)
+                && bounded.after_append(index, text)
+            {
+                observe(OutputChange::Replaced(index, &exec.outputs[index]));
             }
         }
         exec.duration = started.elapsed();
         Ok(exec)
+    }
+}
+
+/// Bytes of a MIME bundle's values (base64 images are most of it).
+fn bundle_size(data: &Map<String, Value>) -> usize {
+    data.values()
+        .map(|v| match v {
+            Value::String(s) => s.len(),
+            other => other.to_string().len(),
+        })
+        .sum()
+}
+
+/// What stands for a rich output past the run's budget.
+fn rich_note(bounded: &Bounded) -> Output {
+    Output::Stream {
+        name: "stderr".into(),
+        text: bounded.rich_note(),
     }
 }
 

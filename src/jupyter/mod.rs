@@ -2,11 +2,13 @@
 //! (execute with every output, interrupt on timeout), and notebooks (nbformat v4.5).
 //! Shared by the controller (sessions) and the gateway.
 
+pub mod bounded;
 mod error;
 mod kernel;
 pub mod notebook;
 mod server;
 
+pub use bounded::OutputBudget;
 pub use error::JupyterError;
 pub use kernel::{ExecuteOptions, Execution, KernelChannel, Output, OutputChange};
 pub use server::{ContentModel, JupyterServer, KernelModel, ServerStatus};

@@ -392,6 +392,25 @@ impl JupyterServer {
         .await
     }
 
+    /// One chunk of a text file uploaded in pieces (the contents API's chunked save):
+    /// chunk 1 creates or truncates the file, later ones append, -1 appends the last.
+    pub async fn put_file_chunk(
+        &self,
+        path: &str,
+        content: &str,
+        chunk: i64,
+    ) -> Result<(), JupyterError> {
+        let body = json!({"type": "file", "format": "text", "content": content, "chunk": chunk});
+        if chunk == 1 {
+            self.put(path, body).await?;
+        } else {
+            let path = check_path(path)?;
+            self.call(Method::PUT, &Self::contents_path(path), Some(body), path)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn put(&self, path: &str, body: Value) -> Result<ContentModel, JupyterError> {
         let path = check_path(path)?;
         if let Some((parent, _)) = path.rsplit_once('/') {

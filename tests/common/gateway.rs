@@ -77,6 +77,18 @@ impl GatewayProcess {
         super::http_text(&format!("{}/metrics", self.health)).await
     }
 
+    /// The process's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the gateway runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/PID/status")
+            * 1024
+    }
+
     /// Sends SIGTERM (a pod being stopped) without waiting.
     pub fn terminate(&self) {
         if let Some(c) = &self.child {
