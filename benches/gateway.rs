@@ -5,7 +5,9 @@
 //!    an `execute_request` sent directly on the kernel's websocket (stdio drives a second
 //!    session's kernel on the same server: each notebook has one writing gateway).
 //! 2. The same for a matplotlib figure (a PNG comes back).
-//! 3. `start_new_session` on a warm (Ready) allocation vs starting a kernel directly and
+//! 3. `execute_code("1+1")` through each MCP client library (rmcp, the official Python
+//!    and TypeScript SDKs) over Streamable HTTP, each against a floor block just before.
+//! 4. `start_new_session` on a warm (Ready) allocation vs starting a kernel directly and
 //!    getting its first reply.
 //!
 //! Calls alternate between the paths so each sees the same machine load (including the
@@ -22,7 +24,10 @@ use common::bench::{median, ms, p90};
 use std::time::{Duration, Instant};
 
 use common::controller::{ControllerProcess, Scope, allocation_server};
-use common::gateway::{GatewayProcess, Mcp, grant_sessions, grant_token_secrets, text, user_token};
+use common::gateway::{
+    GatewayProcess, Mcp, Sdk, SdkRun, grant_sessions, grant_token_secrets, sdk_runs, text,
+    user_token,
+};
 use common::{Env, User};
 use kube::api::Api;
 use serde_json::json;
@@ -32,6 +37,7 @@ use slurmlab::jupyter::KernelChannel;
 const CALLS: usize = 200;
 const FIGURES: usize = 30;
 const STARTS: usize = 5;
+const SDK_CALLS: usize = 100;
 const FIGURE: &str = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()";
 
 #[tokio::main]
@@ -147,6 +153,66 @@ async fn main() {
             );
         }
         println!("  goal: overhead within {:.2} ms", (ms(f) * 0.1).max(2.0));
+    }
+
+    // Each MCP client library in a block of its own (the SDKs run as processes), after a
+    // floor block measured just before it on the same kernel.
+    println!(
+        "\nexecute_code(\"1+1\") per MCP client library over Streamable HTTP, median of {SDK_CALLS} (p90), each against a floor block measured just before it:"
+    );
+    let token = user_token(&env, "alice");
+    for client in ["rmcp (Rust)", "Python SDK", "TypeScript SDK"] {
+        let mut floor = vec![];
+        for _ in 0..SDK_CALLS {
+            let t = Instant::now();
+            direct
+                .execute("1+1", Duration::from_secs(60))
+                .await
+                .unwrap();
+            floor.push(t.elapsed());
+        }
+        let mut calls: Vec<Duration> = match client {
+            "rmcp (Rust)" => {
+                let mut v = vec![];
+                for _ in 0..SDK_CALLS {
+                    let t = Instant::now();
+                    exec(&http, &sid, "1+1").await;
+                    v.push(t.elapsed());
+                }
+                v
+            }
+            sdk => {
+                let which = if sdk == "Python SDK" {
+                    Sdk::Python
+                } else {
+                    Sdk::TypeScript
+                };
+                let run = SdkRun {
+                    url: &gw.url,
+                    token: &token,
+                    sid: &sid,
+                    code: "1+1",
+                    n: SDK_CALLS,
+                    warmup: 5,
+                };
+                let seen = sdk_runs(&env, which, run).await;
+                seen["ms"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| Duration::from_secs_f64(m.as_f64().unwrap() / 1000.0))
+                    .collect()
+            }
+        };
+        let (f, m) = (median(&mut floor), median(&mut calls));
+        println!(
+            "  {client:<15} {:7.2} ms [{:.2}]  floor {:6.2} ms  ratio {:.2}x  overhead {:+.2} ms",
+            ms(m),
+            ms(p90(&calls)),
+            ms(f),
+            ms(m) / ms(f),
+            ms(m) - ms(f)
+        );
     }
 
     // Session start on the warm allocation vs kernel start + first reply.

@@ -51,6 +51,7 @@ fi
   echo "# written by hack/up.sh; read by tests and the demo"
   echo "SLURMLAB_STATE=$SLURMLAB_STATE"
   echo "KUBECTL=$BIN/kubectl"
+  echo "NODE_MODULES=$SLURMLAB_CACHE/node-mcp/node_modules"
   echo "SLURM_CLUSTERS=trixie,sid"
   cat "$SLURMLAB_STATE/kube/env" "$SLURMLAB_STATE/node/env" \
     "$SLURMLAB_STATE/slurm-trixie/env" "$SLURMLAB_STATE/slurm-sid/env"

@@ -998,6 +998,42 @@ async fn the_official_python_sdk_is_a_client_too() {
     drop(ctl);
 }
 
+/// The official TypeScript SDK (what Node-based agents and editors use) drives the same
+/// session as rmcp: it connects with a bearer token, sees every tool, runs code and ends
+/// its MCP session with a DELETE the SDK accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_typescript_sdk_is_a_client_too() {
+    use common::gateway::{Sdk, SdkRun, sdk_runs};
+    let env = Env::load();
+    let (admin, scope, ctl, gw) = setup(&env, "trixie", "gw-ts").await;
+    let token = user_token(&env, "alice");
+    let alice = Mcp::http(&gw.url, Some(&token)).await.unwrap();
+    let started = alice
+        .ok("start_new_session", json!({"experiment_name": "ts sdk"}))
+        .await;
+    let sid = started["session_id"].as_str().unwrap().to_owned();
+    for sdk in [Sdk::TypeScript, Sdk::Python] {
+        let run = SdkRun {
+            url: &gw.url,
+            token: &token,
+            sid: &sid,
+            code: "6*7",
+            n: 3,
+            warmup: 1,
+        };
+        let seen = sdk_runs(&env, sdk, run).await;
+        assert_eq!(seen["server"], "slurmlab-gateway", "{sdk:?}: {seen}");
+        assert_eq!(seen["tools"], 27, "{sdk:?}: {seen}");
+        assert_eq!(seen["text"], "42\n", "{sdk:?}: {seen}");
+        assert_eq!(seen["ms"].as_array().map(Vec::len), Some(3), "{seen}");
+    }
+    // Both clients' cells are in the session's one notebook, in order.
+    let nb = alice.ok("read_notebook", json!({"session_id": sid})).await;
+    assert_eq!(nb["total_cells"], 8, "{nb}");
+    scope.cleanup(&admin).await;
+    drop(ctl);
+}
+
 /// A token-guessing loop: distinct bad tokens as fast as the client can send them. Each
 /// one is refused, the gateway stops asking the API server after a burst (429 with
 /// Retry-After instead of a TokenReview per guess), and a real token works again once

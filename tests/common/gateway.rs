@@ -367,6 +367,61 @@ pub async fn python_sdk_session(
     serde_json::from_str(stdout.trim()).expect("one JSON line from the Python client")
 }
 
+/// An official MCP SDK driving the gateway (tests/python/mcp_latency.py,
+/// tests/node/mcp_latency.mjs).
+#[derive(Clone, Copy, Debug)]
+pub enum Sdk {
+    Python,
+    TypeScript,
+}
+
+/// What an SDK client runs: `code` on session `sid`, `warmup + n` times.
+pub struct SdkRun<'a> {
+    pub url: &'a str,
+    pub token: &'a str,
+    pub sid: &'a str,
+    pub code: &'a str,
+    pub n: usize,
+    pub warmup: usize,
+}
+
+/// Runs `run` through `sdk` over Streamable HTTP; returns its JSON line (`server`,
+/// `tools`, `text` of the last call, `ms` of the last n).
+pub async fn sdk_runs(env: &Env, sdk: Sdk, run: SdkRun<'_>) -> Value {
+    let SdkRun {
+        url,
+        token,
+        sid,
+        code,
+        n,
+        warmup,
+    } = run;
+    let (program, script) = match sdk {
+        Sdk::Python => (
+            std::path::PathBuf::from(env.get("KUBECTL")).with_file_name("python"),
+            "tests/python/mcp_latency.py",
+        ),
+        Sdk::TypeScript => (
+            std::path::PathBuf::from("node"),
+            "tests/node/mcp_latency.mjs",
+        ),
+    };
+    let out = tokio::process::Command::new(program)
+        .arg(super::repo_path(script))
+        .args([url, token, sid, code, &n.to_string(), &warmup.to_string()])
+        .env("NODE_MODULES", env.get("NODE_MODULES"))
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running the {sdk:?} MCP client: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{sdk:?} client: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line from the SDK client")
+}
+
 /// A cell that draws a line plot inline (matplotlib, as agents write it).
 pub const PLOT_CODE: &str = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()";
 
