@@ -262,16 +262,7 @@ impl ControllerProcess {
 
     /// Waits for the process to exit by itself (e.g. at a crash point).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
+        super::wait_child_exit(&mut self.child, timeout)
     }
 
     /// The controller's /metrics text.

@@ -101,16 +101,7 @@ impl GatewayProcess {
 
     /// Waits for the process to exit; its exit status, or None if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let c = self.child.as_mut()?;
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
+        super::wait_child_exit(&mut self.child, timeout)
     }
 
     pub fn log_tail(&self) -> String {

@@ -602,3 +602,21 @@ pub async fn http_text(url: &str) -> String {
         .await
         .unwrap()
 }
+
+/// Waits for a child process (taken out of `child` once it exited) to exit by itself; its
+/// exit status, or None if it is still running after `timeout`.
+pub fn wait_child_exit(
+    child: &mut Option<std::process::Child>,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let c = child.as_mut()?;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = c.try_wait() {
+            *child = None;
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
