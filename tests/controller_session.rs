@@ -469,3 +469,67 @@ async fn a_restarted_allocation_gets_its_sessions_restored_by_replay() {
     );
     scope.cleanup(&client).await;
 }
+
+/// A reader of a notebook while it is being saved (a Resume, JupyterLab, read_notebook
+/// beside the gateway's recording) gets the old notebook or the new one, never half of one:
+/// the allocation's Jupyter server replaces files atomically (Jupyter's own "atomic"
+/// writing rewrites them in place, and its recovery from a torn read puts a copy back over
+/// the file being written).
+#[tokio::test]
+async fn a_notebook_being_saved_is_never_read_half_written() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&client, &slurm, "sess-atomic").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
+    let mut nb = notebook::new_notebook("python3", "Python 3", "python");
+    for i in 0..20 {
+        let out = [Output::Stream {
+            name: "stdout".into(),
+            text: format!("{i}\n{}", "y".repeat(100_000)),
+        }];
+        notebook::append_code(&mut nb, &format!("x = {i}"), &out, Some(i), json!({})).unwrap();
+    }
+    let doc = notebook::to_json(&nb).unwrap();
+    server.put_notebook("big.ipynb", &doc).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut torn) = (0, vec![]);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match server.get("big.ipynb", true).await {
+                    Ok(m) if m.content["cells"].as_array().map(Vec::len) == Some(20) => reads += 1,
+                    Ok(m) => torn.push(format!("{:.200}", m.content.to_string())),
+                    Err(e) => torn.push(e.to_string()),
+                }
+            }
+            (reads, torn)
+        })
+    };
+    for _ in 0..30 {
+        server.put_notebook("big.ipynb", &doc).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, torn) = reader.await.unwrap();
+    assert!(
+        torn.is_empty(),
+        "{} of {} reads torn: {torn:?}",
+        torn.len(),
+        reads + torn.len()
+    );
+    assert!(reads > 0, "no read overlapped the saves");
+    // Jupyter's recovery from a torn read leaves a `big-invalid.ipynb` beside it.
+    let names: Vec<String> = server
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["big.ipynb"], "{names:?}");
+    scope.cleanup(&client).await;
+}

@@ -24,11 +24,59 @@ pub fn shell_quote(s: &str) -> String {
 /// - The IOPub rate limits (1 MB/s by default, for browsers) would silently drop a large
 ///   output; clients here are slurmlab's own, which cut long output themselves.
 /// - The token is read from `token` next to the config (mode 0600), not the environment.
-pub const SERVER_CONFIG: &str = r#"# Written by slurmlab: TCP_NODELAY on kernel websockets (saves ~40 ms per execute)
-# and no IOPub rate limits (agents get long output cut by the gateway, never dropped).
+/// - Saves replace the file atomically. Jupyter's own "atomic" writing rewrites the file in
+///   place (after copying it aside), so a reader during a save (a Resume, JupyterLab,
+///   `read_notebook`) can get a torn notebook, and its recovery then puts the copy back over
+///   the file being written. Here a save writes a hidden temporary file in the same
+///   directory, syncs it and renames it over the old one: a reader sees the old notebook or
+///   the new one, never half of one.
+pub const SERVER_CONFIG: &str = r#"# Written by slurmlab: TCP_NODELAY on kernel websockets (saves ~40 ms per execute),
+# no IOPub rate limits (agents get long output cut by the gateway, never dropped), and
+# saves that replace files atomically (readers never see half a notebook).
 c.ZMQChannelsWebsocketConnection.limit_rate = False
 
+import contextlib as _contextlib
 import os as _os
+import tempfile as _tempfile
+
+from jupyter_server.services.contents import fileio as _fileio
+
+_slurmlab_in_place = _fileio.atomic_writing
+
+
+@_contextlib.contextmanager
+def _replace_writing(path, text=True, encoding="utf-8", log=None, **kwargs):
+    if _os.path.islink(path):
+        path = _os.path.join(_os.path.dirname(path), _os.readlink(path))
+    directory = _os.path.dirname(path) or _os.getcwd()
+    if not _os.access(directory, _os.W_OK):
+        # No room for a temporary file: Jupyter's own way (in place).
+        with _slurmlab_in_place(path, text=text, encoding=encoding, log=log, **kwargs) as f:
+            yield f
+        return
+    fd, tmp = _tempfile.mkstemp(
+        prefix="." + _os.path.basename(path) + ".", suffix=".saving", dir=directory
+    )
+    try:
+        if _os.path.exists(path):
+            _os.chmod(tmp, _os.stat(path).st_mode & 0o7777)
+        if text:
+            kwargs.setdefault("newline", "\n")
+            f = _os.fdopen(fd, "w", encoding=encoding, **kwargs)
+        else:
+            f = _os.fdopen(fd, "wb", **kwargs)
+        with f:
+            yield f
+            f.flush()
+            _os.fsync(f.fileno())
+        _os.replace(tmp, path)
+    except BaseException:
+        with _contextlib.suppress(FileNotFoundError):
+            _os.unlink(tmp)
+        raise
+
+
+_fileio.atomic_writing = _replace_writing
 
 with open(_os.path.join(_os.path.dirname(__file__), "token")) as _f:
     c.IdentityProvider.token = _f.read().strip()

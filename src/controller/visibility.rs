@@ -18,8 +18,11 @@ use crate::slurm::{AccountingQuery, JobSpec, SlurmApi, SlurmError};
 /// an admin's fix (an operator level, a new PrivateData) is seen without a spec change.
 pub const RECHECK: Duration = Duration::from_secs(120);
 
-/// The probe job's name (found and cancelled again if a crash left one behind).
-pub const PROBE_JOB_NAME: &str = "slurmlab-visibility-probe";
+/// The probe job's name for one SlurmCluster (found and cancelled again if a crash left
+/// one behind; several SlurmClusters may point at one SLURM cluster).
+pub fn probe_job_name(cluster: &str) -> String {
+    format!("slurmlab-visibility-probe-{cluster}")
+}
 
 /// What is known about the service user's view of other users' jobs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,9 +118,10 @@ pub async fn probe(
     service_user: &str,
     tenant: &str,
 ) -> Visibility {
-    cancel_leftovers(api, tenant).await;
+    let name = probe_job_name(api.cluster());
+    cancel_leftovers(api, tenant, &name).await;
     let job = JobSpec {
-        name: PROBE_JOB_NAME.to_owned(),
+        name,
         script: "#!/bin/sh\n# slurmlab: may the controller see this user's jobs? Held, never runs.\nexit 0\n"
             .to_owned(),
         partition: spec.defaults.partition.clone(),
@@ -168,10 +172,10 @@ async fn looked_up(api: &dyn SlurmApi, id: u64) -> Result<bool, SlurmError> {
 
 /// Cancels probe jobs an earlier controller left (it crashed between submit and cancel);
 /// asked as the tenant, who always sees its own jobs. Best effort.
-async fn cancel_leftovers(api: &dyn SlurmApi, tenant: &str) {
+async fn cancel_leftovers(api: &dyn SlurmApi, tenant: &str, name: &str) {
     let query = AccountingQuery {
         users: vec![tenant.to_owned()],
-        names: vec![PROBE_JOB_NAME.to_owned()],
+        names: vec![name.to_owned()],
         as_user: Some(tenant.to_owned()),
     };
     match api.accounted_jobs(&query).await {
