@@ -1360,3 +1360,44 @@ async fn a_flood_of_output_stays_out_of_memory_and_is_spilled_whole() {
     scope.cleanup(&admin).await;
     drop(ctl);
 }
+
+/// A session whose SLURM job is close to its time limit says so in every result, so an
+/// agent saves its work before the kernel ends with the job; one with time left does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_warn_when_the_jobs_walltime_is_close() {
+    let env = Env::load();
+    let (admin, scope, ctl, gw) = setup(&env, "trixie", "gw-walltime").await;
+    let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
+        .await
+        .unwrap();
+    let short = alice
+        .ok(
+            "start_new_session",
+            json!({"experiment_name": "short", "resources": {"timeLimit": "10m"}}),
+        )
+        .await;
+    let sid = short["session_id"].as_str().unwrap().to_owned();
+    let r = alice
+        .call("execute_code", json!({"session_id": sid, "code": "6*7"}))
+        .await;
+    let said = text(&r);
+    assert!(said.starts_with("42\n"), "{said}");
+    assert!(
+        said.contains("[walltime: the SLURM job ends in 10 min") || said.contains("ends in 9 min"),
+        "{said}"
+    );
+    // The scope's default time limit is 30 minutes: no warning.
+    let long = alice
+        .ok(
+            "start_new_session",
+            json!({"experiment_name": "long", "resources": {"timeLimit": "30m"}}),
+        )
+        .await;
+    let lid = long["session_id"].as_str().unwrap().to_owned();
+    let r = alice
+        .call("execute_code", json!({"session_id": lid, "code": "6*7"}))
+        .await;
+    assert_eq!(text(&r), "42\n");
+    scope.cleanup(&admin).await;
+    drop(ctl);
+}

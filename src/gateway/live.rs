@@ -19,7 +19,7 @@ use super::GatewayError;
 use super::identity::Caller;
 use super::record::Recorder;
 use super::sessions::SessionId;
-use crate::api::{JupyterSession, SessionPhase};
+use crate::api::{ComputeAllocation, JupyterSession, SessionPhase};
 use crate::controller::{read_jupyter_token, token_key};
 use crate::jupyter::{JupyterServer, KernelChannel};
 
@@ -52,11 +52,43 @@ pub struct LiveSession {
     pub kernel: tokio::sync::Mutex<Option<KernelChannel>>,
     /// The notebook's one writer.
     pub notebook: Recorder,
+    /// When the allocation's SLURM job reaches its time limit (and the kernel ends).
+    pub job_ends_at: Option<k8s_openapi::jiff::Timestamp>,
     /// When the session was last handed out (for [`LiveSessions::prune`]).
     last_used: Mutex<Instant>,
 }
 
+/// Results warn when less than this is left of the job's time limit.
+pub const WALLTIME_WARNING: Duration = Duration::from_secs(15 * 60);
+
+/// The warning a result carries when the job ends within [`WALLTIME_WARNING`] of `now`
+/// (pure; unit-tested).
+pub fn walltime_warning(
+    ends_at: k8s_openapi::jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let left = ends_at.as_second().saturating_sub(now.as_second());
+    if left > WALLTIME_WARNING.as_secs() as i64 {
+        return None;
+    }
+    Some(if left <= 0 {
+        format!(
+            "[walltime: the SLURM job reached its time limit at {ends_at}; the kernel ends with it]"
+        )
+    } else {
+        format!(
+            "[walltime: the SLURM job ends in {} min (at {ends_at}) and the kernel with it: save what matters (files, the notebook is recorded); a new session gets a new job]",
+            (left + 59) / 60
+        )
+    })
+}
+
 impl LiveSession {
+    /// The walltime warning for a result now, if the job is close to its end.
+    pub fn walltime_warning(&self) -> Option<String> {
+        walltime_warning(self.job_ends_at?, k8s_openapi::jiff::Timestamp::now())
+    }
+
     fn touch(&self) {
         *lock(&self.last_used) = Instant::now();
     }
@@ -128,9 +160,9 @@ impl LiveSessions {
             .await
             .map_err(|e| GatewayError::from_kube(e, &format!("session {id}")))?;
         if access == Access::Exec {
-            may_exec(client, id).await?;
+            may_exec(client.clone(), id).await?;
         }
-        let live = self.live(id, &session).await?;
+        let live = self.live(&client, id, &session).await?;
         live.touch();
         let mut checked = lock(&self.checked);
         checked.retain(|_, at| at.elapsed() < ACCESS_TTL);
@@ -146,6 +178,7 @@ impl LiveSessions {
 
     async fn live(
         &self,
+        client: &Client,
         id: &SessionId,
         session: &JupyterSession,
     ) -> Result<Arc<LiveSession>, GatewayError> {
@@ -176,6 +209,13 @@ impl LiveSessions {
         let token = self.token(&id.namespace, &secret, &allocation).await?;
         let server = JupyterServer::new(endpoint.as_str(), token, REST_TIMEOUT)?;
         let notebook_path = st.notebook_path.unwrap_or_default();
+        // Read as the caller; without it results only lack the walltime warning.
+        let job_ends_at = Api::<ComputeAllocation>::namespaced(client.clone(), &id.namespace)
+            .get(&allocation)
+            .await
+            .ok()
+            .and_then(|a| a.status?.slurm?.end_time)
+            .map(|t| t.0);
         let live = Arc::new(LiveSession {
             id: id.clone(),
             uid,
@@ -185,6 +225,7 @@ impl LiveSessions {
             notebook: Recorder::spawn(server.clone(), notebook_path),
             server,
             kernel: tokio::sync::Mutex::new(None),
+            job_ends_at,
             last_used: Mutex::new(Instant::now()),
         });
         lock(&self.sessions).insert(id.clone(), live.clone());
@@ -253,4 +294,24 @@ async fn may_exec(client: Client, id: &SessionId) -> Result<(), GatewayError> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn results_warn_only_when_the_job_is_close_to_its_time_limit() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        assert_eq!(walltime_warning(at(3600), now), None);
+        let soon = walltime_warning(at(14 * 60 + 1), now).unwrap();
+        assert!(soon.contains("ends in 15 min"), "{soon}");
+        assert!(
+            walltime_warning(at(-5), now)
+                .unwrap()
+                .contains("reached its time limit")
+        );
+    }
 }

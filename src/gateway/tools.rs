@@ -265,6 +265,9 @@ impl SlurmlabMcp {
         if blocks.is_empty() {
             blocks.push(ContentBlock::text("(no output)"));
         }
+        if let Some(warning) = exec.session.walltime_warning() {
+            blocks.push(ContentBlock::text(warning));
+        }
         if is_error {
             CallToolResult::error(blocks)
         } else {
@@ -355,7 +358,7 @@ impl SlurmlabMcp {
     }
 
     #[tool(
-        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution.",
+        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution. When the SLURM job has under 15 minutes of its time limit left, the result ends with a walltime warning.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
