@@ -17,24 +17,27 @@ pub fn size(result: &CallToolResult) -> usize {
     serde_json::to_vec(result).map_or(usize::MAX, |v| v.len())
 }
 
-/// `result`, made to fit in `limit` bytes (pure; unit-tested).
+/// `result`, made to fit in `limit` bytes (pure; unit-tested). The whole reply is
+/// serialised once; each change then adjusts the size by the blocks it swaps.
 pub fn fit(mut result: CallToolResult, limit: usize) -> CallToolResult {
-    if size(&result) <= limit {
+    let mut total = size(&result);
+    if total <= limit {
         return result;
     }
     if let Some(structured) = &result.structured_content {
         let json = structured.to_string();
         let bytes = json.len();
-        for block in &mut result.content {
-            if block.as_text().is_some_and(|t| t.text == json) {
-                *block = ContentBlock::text(format!(
+        for i in 0..result.content.len() {
+            if result.content[i].as_text().is_some_and(|t| t.text == json) {
+                let note = ContentBlock::text(format!(
                     "[the result ({bytes} bytes of JSON) is in structuredContent; it is sent \
                      once to keep the reply under {limit} bytes]"
                 ));
+                swap(&mut result, &mut total, i, note);
             }
         }
     }
-    while size(&result) > limit {
+    while total > limit {
         let Some((i, bytes)) = largest(&result.content, |c| c.as_image().map(|img| img.data.len()))
         else {
             break;
@@ -43,14 +46,15 @@ pub fn fit(mut result: CallToolResult, limit: usize) -> CallToolResult {
             .as_image()
             .map(|img| img.mime_type.clone())
             .unwrap_or_default();
-        result.content[i] = ContentBlock::text(format!(
+        let note = ContentBlock::text(format!(
             "[{mime} image of {} KiB left out to keep the reply under {limit} bytes; the \
              notebook keeps every output (read_cell, or read_file for a file)]",
             bytes * 3 / 4 / 1024
         ));
+        swap(&mut result, &mut total, i, note);
     }
-    while size(&result) > limit {
-        let over = size(&result).saturating_sub(limit);
+    while total > limit {
+        let over = total - limit;
         let Some((i, bytes)) = largest(&result.content, |c| c.as_text().map(|t| t.text.len()))
         else {
             break;
@@ -61,8 +65,13 @@ pub fn fit(mut result: CallToolResult, limit: usize) -> CallToolResult {
         );
         let keep = bytes.saturating_sub(over + note.len() + 64);
         if keep == 0 {
-            result.content[i] = ContentBlock::text(note.trim_start().to_owned());
-            if size(&result) > limit {
+            swap(
+                &mut result,
+                &mut total,
+                i,
+                ContentBlock::text(note.trim_start()),
+            );
+            if total > limit {
                 break;
             }
             continue;
@@ -72,20 +81,29 @@ pub fn fit(mut result: CallToolResult, limit: usize) -> CallToolResult {
             while !text.text.is_char_boundary(cut) {
                 cut -= 1;
             }
-            let shortened = format!("{}{note}", &text.text[..cut]);
-            result.content[i] = ContentBlock::text(shortened);
+            let shortened = ContentBlock::text(format!("{}{note}", &text.text[..cut]));
+            swap(&mut result, &mut total, i, shortened);
         }
     }
-    if size(&result) > limit {
+    if total > limit {
         // Only structured content is left too big: say so rather than send what no
         // client will read.
         return CallToolResult::error(vec![ContentBlock::text(format!(
-            "the reply would be {} bytes, over the gateway's bound of {limit}: ask for less \
-             (a page with offset/limit, or a brief listing)",
-            size(&result)
+            "the reply would be {total} bytes, over the gateway's bound of {limit}: ask for \
+             less (a page with offset/limit, or a brief listing)"
         ))]);
     }
     result
+}
+
+/// Replaces block `i`, keeping `total` (the reply's size) in step.
+fn swap(result: &mut CallToolResult, total: &mut usize, i: usize, block: ContentBlock) {
+    let old = std::mem::replace(&mut result.content[i], block);
+    *total = total.saturating_sub(block_size(&old)) + block_size(&result.content[i]);
+}
+
+fn block_size(block: &ContentBlock) -> usize {
+    serde_json::to_vec(block).map_or(usize::MAX / 2, |v| v.len())
 }
 
 /// Index and size of the largest block `measure` counts.
@@ -139,6 +157,20 @@ mod tests {
         assert!(r.content[2].as_text().unwrap().text.contains("left out"));
         assert!(r.content[1].as_image().is_some() && r.content[3].as_image().is_some());
         assert_eq!(r.content[4].as_text().unwrap().text, "done");
+    }
+
+    #[test]
+    fn the_tracked_size_is_the_serialised_size() {
+        let blocks = vec![
+            image(300),
+            ContentBlock::text("a\"b\n".repeat(50_000)),
+            image(200),
+        ];
+        let mut result = CallToolResult::success(blocks);
+        let mut total = size(&result);
+        swap(&mut result, &mut total, 0, ContentBlock::text("note"));
+        swap(&mut result, &mut total, 1, ContentBlock::text("é\t"));
+        assert_eq!(total, size(&result));
     }
 
     #[test]
