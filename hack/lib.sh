@@ -72,6 +72,17 @@ stop_pid() {
 }
 
 # wait_for DESC SECONDS CMD...: poll CMD every 0.5 s.
+# /etc/hosts is rewritten in place under this lock (hack/site.sh) while sites and the
+# node come up in parallel; hosts_copy_to FILE copies it under the same lock (a copy taken
+# mid-rewrite can be empty).
+HOSTS_LOCK=/run/slurmlab-hosts.lock
+hosts_copy_to() {
+  (
+    flock 9
+    cp /etc/hosts "$1"
+  ) 9>"$HOSTS_LOCK"
+}
+
 wait_for() {
   local desc=$1 t=$2; shift 2
   for _ in $(seq 1 $((t * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done

@@ -49,7 +49,7 @@ chroot_mount "$ROOT$NODE_DIR" --bind "$NODE_DIR"
 chroot_mount "$ROOT$KUBE_DIR" --bind "$KUBE_DIR"
 chroot_mount "$ROOT$KUBE_BIN" --bind "$KUBE_BIN"
 # containerd builds each pod's /etc/hosts from the node's.
-cp /etc/hosts "$ROOT/etc/hosts"
+hosts_copy_to "$ROOT/etc/hosts"
 
 # ------------------------------------------------------------------ network --
 # Pods are routed, not masqueraded: the sites' hosts route back through this machine.

@@ -34,7 +34,6 @@ ip_of() {
   die "no host $1 in site $SUITE"
 }
 
-HOSTS_FILE=/etc/hosts
 # hosts_block_set SUITE LINES: replace this site's marked block in /etc/hosts (flock: two
 # sites come up in parallel).
 hosts_block_set() {
@@ -43,12 +42,12 @@ hosts_block_set() {
     flock 9
     local tmp
     tmp=$(mktemp)
-    sed "/^$begin\$/,/^$end\$/d" "$HOSTS_FILE" >"$tmp"
+    sed "/^$begin\$/,/^$end\$/d" /etc/hosts >"$tmp"
     if [ -n "$lines" ]; then printf '%s\n%s\n%s\n' "$begin" "$lines" "$end" >>"$tmp"; fi
     # Overwrite in place: /etc/hosts may be a bind mount that rename would not replace.
-    cat "$tmp" >"$HOSTS_FILE"
+    cat "$tmp" >/etc/hosts
     rm -f "$tmp"
-  ) 9>/run/slurmlab-hosts.lock
+  ) 9>"$HOSTS_LOCK"
 }
 
 # site_network_up: the bridge, one network namespace per host, the names in /etc/hosts.

@@ -95,7 +95,7 @@ inroot id "$REST_USER" >/dev/null 2>&1 || inroot useradd $(same_uid "$REST_USER"
 # ------------------------------------------------------------------ network --
 site_network_up
 # The chroot resolves the site's names like the host does.
-cp /etc/hosts "$ROOT/etc/hosts"
+hosts_copy_to "$ROOT/etc/hosts"
 
 # ------------------------------------------------- state dir in the chroot --
 chroot_mount "$ROOT$STATE_DIR" --bind "$STATE_DIR"

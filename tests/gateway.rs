@@ -11,7 +11,10 @@ use common::controller::{ControllerProcess, Scope, allocation_server, metric_sum
 use common::gateway::{GatewayProcess, Mcp, grant_sessions, grant_token_secrets, text, user_token};
 use common::{Env, User};
 use kube::api::Api;
-use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientRequest,
+    GetTaskParams, GetTaskResult, Request, Task, TaskPayload, TaskStatus,
+};
 use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
 use slurmlab::api::{ComputeAllocation, JupyterSession};
@@ -137,7 +140,7 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         "{started}"
     );
     assert!(
-        !alice.progress.0.lock().unwrap().is_empty(),
+        !alice.progress.messages.lock().unwrap().is_empty(),
         "no progress while the job started"
     );
 
@@ -781,7 +784,7 @@ async fn a_queued_start_reports_progress_and_times_out_clearly() {
                     json!({"experiment_name": "queued", "resources": {"cpus": 8}}),
                 )
                 .await;
-            (r, again.progress.0.lock().unwrap().clone())
+            (r, again.progress.messages.lock().unwrap().clone())
         }
     });
     // Free the node only once SLURM has said why the job waits (its scheduler's verdict).
@@ -1400,4 +1403,279 @@ async fn results_warn_when_the_jobs_walltime_is_close() {
     assert_eq!(text(&r), "42\n");
     scope.cleanup(&admin).await;
     drop(ctl);
+}
+
+/// Polls a task until it is terminal (a protocol error fails the test).
+async fn task_until_done(mcp: &Mcp, id: &str, within: Duration) -> (GetTaskResult, Vec<String>) {
+    let deadline = std::time::Instant::now() + within;
+    let mut messages = vec![];
+    loop {
+        let t = mcp
+            .service
+            .peer()
+            .get_task(GetTaskParams::new(id))
+            .await
+            .unwrap_or_else(|e| panic!("tasks/get {id}: {e}"));
+        if let Some(m) = &t.task.task.status_message {
+            messages.push(m.clone());
+        }
+        if t.task.status().is_terminal() {
+            return (t, messages);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} still {:?} after {within:?}: {messages:?}",
+            t.task.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Calls a tool once; the answer must be a task (its seed is returned).
+async fn as_task(mcp: &Mcp, tool: &str, args: Value) -> Task {
+    let args = args.as_object().cloned().unwrap_or_default();
+    match mcp
+        .service
+        .peer()
+        .call_tool_once(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    {
+        CallToolResponse::Task(t) => t.task,
+        other => panic!("{tool} answered without a task: {other:?}"),
+    }
+}
+
+fn completed(t: &GetTaskResult) -> CallToolResult {
+    match &t.task.payload {
+        TaskPayload::Completed { result } => {
+            serde_json::from_value(Value::Object(result.clone())).expect("a tool result")
+        }
+        other => panic!("not completed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_runs_and_session_starts_are_mcp_tasks_for_clients_that_take_them() {
+    let env = Env::load();
+    let (admin, scope, ctl, gw) = setup(&env, "trixie", "gw-tasks").await;
+    let token = user_token(&env, "alice");
+    let alice = Mcp::http_with_tasks(&gw.url, Some(&token)).await.unwrap();
+    let info = alice
+        .service
+        .peer_info()
+        .expect("the server's initialize answer");
+    assert!(
+        info.capabilities.supports_tasks(),
+        "{:?}",
+        info.capabilities
+    );
+
+    // A start is a task at once: it reports where it stands, then its result.
+    let start = as_task(
+        &alice,
+        "start_new_session",
+        json!({"experiment_name": "tasks"}),
+    )
+    .await;
+    assert_eq!(start.status, TaskStatus::Working);
+    let (done, messages) = task_until_done(&alice, &start.task_id, Duration::from_secs(240)).await;
+    let started = completed(&done);
+    assert_ne!(started.is_error, Some(true), "{}", text(&started));
+    assert!(!messages.is_empty(), "a start task reports progress");
+    let sid = started.structured_content.as_ref().unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A quick run is answered at once, even to a client that takes tasks.
+    let quick = alice
+        .service
+        .peer()
+        .call_tool_once(
+            CallToolRequestParams::new("execute_code").with_arguments(
+                json!({"session_id": sid, "code": "1+1"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let CallToolResponse::Complete(quick) = quick else {
+        panic!("a quick run became a task: {quick:?}");
+    };
+    assert_eq!(text(&quick).trim(), "2");
+
+    // A run longer than its sync wait is a task whose id is the execution id.
+    let code =
+        "import time\nfor i in range(6):\n    print('step', i, flush=True)\n    time.sleep(1)";
+    let run = as_task(
+        &alice,
+        "execute_code",
+        json!({"session_id": sid, "code": code, "sync_timeout": 1}),
+    )
+    .await;
+    assert!(run.task_id.starts_with("ex-"), "{run:?}");
+    let (done, messages) = task_until_done(&alice, &run.task_id, Duration::from_secs(60)).await;
+    assert_eq!(done.task.status(), TaskStatus::Completed);
+    assert!(
+        messages.iter().any(|m| m.contains("last output: step")),
+        "{messages:?}"
+    );
+    let result = completed(&done);
+    assert_eq!(
+        text(&result).trim(),
+        "step 0\nstep 1\nstep 2\nstep 3\nstep 4\nstep 5"
+    );
+    // The same run through the execution-id tools.
+    let same = alice
+        .service
+        .call_tool(
+            CallToolRequestParams::new("get_execution_result").with_arguments(
+                json!({"execution_id": run.task_id})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&same), text(&result));
+
+    // A cell that raises is a completed task whose result is an error.
+    let raise = as_task(
+        &alice,
+        "execute_code",
+        json!({"session_id": sid, "code": "import time\ntime.sleep(3)\n1/0", "sync_timeout": 1}),
+    )
+    .await;
+    let (done, _) = task_until_done(&alice, &raise.task_id, Duration::from_secs(60)).await;
+    let raised = completed(&done);
+    assert_eq!(raised.is_error, Some(true));
+    assert!(
+        text(&raised).contains("ZeroDivisionError"),
+        "{}",
+        text(&raised)
+    );
+
+    // Someone else cannot read or cancel alice's tasks: they read as unknown.
+    let sleep = as_task(
+        &alice,
+        "execute_code",
+        json!({"session_id": sid, "code": "import time\ntime.sleep(120)", "sync_timeout": 1}),
+    )
+    .await;
+    let bob = Mcp::http_with_tasks(&gw.url, Some(&user_token(&env, "bob")))
+        .await
+        .unwrap();
+    for id in [&sleep.task_id, &start.task_id] {
+        let denied = bob
+            .service
+            .peer()
+            .get_task(GetTaskParams::new(id.as_str()))
+            .await;
+        assert!(
+            matches!(&denied, Err(e) if e.to_string().contains("unknown task")),
+            "{denied:?}"
+        );
+        let denied = bob
+            .service
+            .peer()
+            .cancel_task(CancelTaskParams::new(id.as_str()))
+            .await;
+        assert!(denied.is_err(), "bob cancelled alice's task {id}");
+    }
+
+    // tasks/cancel interrupts the kernel; the session stays usable.
+    let cancelled_at = std::time::Instant::now();
+    alice
+        .service
+        .peer()
+        .cancel_task(CancelTaskParams::new(sleep.task_id.as_str()))
+        .await
+        .unwrap();
+    let (done, _) = task_until_done(&alice, &sleep.task_id, Duration::from_secs(30)).await;
+    assert_eq!(done.task.status(), TaskStatus::Cancelled);
+    assert!(cancelled_at.elapsed() < Duration::from_secs(30));
+    let after = alice
+        .service
+        .peer()
+        .call_tool_once(
+            CallToolRequestParams::new("execute_code").with_arguments(
+                json!({"session_id": sid, "code": "40+2"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let CallToolResponse::Complete(after) = after else {
+        panic!("{after:?}")
+    };
+    assert_eq!(text(&after).trim(), "42");
+
+    // A start cancelled while it waits ends cancelled; what it created stays.
+    let second = as_task(
+        &alice,
+        "start_new_session",
+        json!({"experiment_name": "cancel me"}),
+    )
+    .await;
+    alice
+        .service
+        .peer()
+        .cancel_task(CancelTaskParams::new(second.task_id.as_str()))
+        .await
+        .unwrap();
+    let (done, _) = task_until_done(&alice, &second.task_id, Duration::from_secs(30)).await;
+    assert_eq!(done.task.status(), TaskStatus::Cancelled);
+
+    // The official Python SDK's client extension interface takes the same tasks.
+    let seen = common::gateway::python_sdk_script(
+        &env,
+        "tests/python/mcp_tasks.py",
+        &gw.url,
+        &token,
+        || gw.log_tail(),
+    )
+    .await;
+    assert_eq!(seen["protocol"], "2026-07-28", "{seen}");
+    let tools: Vec<&str> = seen["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["start_new_session", "execute_code"], "{seen}");
+    assert_eq!(
+        seen["long"].as_str().unwrap().trim(),
+        "tick 0\ntick 1\ntick 2\ntick 3\ntick 4",
+        "{seen}"
+    );
+    assert_eq!(seen["quick"].as_str().unwrap().trim(), "2", "{seen}");
+    assert!(
+        seen["polled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["status"] == "working" && p["task_id"].as_str().unwrap().starts_with("ex-")),
+        "{seen}"
+    );
+
+    // A client without the extension keeps the execution-id flow.
+    let plain = Mcp::http(&gw.url, Some(&token)).await.unwrap();
+    let pending = plain
+        .ok(
+            "execute_code",
+            json!({"session_id": sid, "code": "import time\ntime.sleep(3)", "sync_timeout": 1}),
+        )
+        .await;
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert!(pending["execution_id"].as_str().unwrap().starts_with("ex-"));
+
+    drop((alice, bob, plain));
+    scope.cleanup(&admin).await;
+    drop((ctl, gw));
 }

@@ -92,6 +92,10 @@ pub struct Execution {
     pub code: String,
     placement: Placement,
     started: Instant,
+    /// When it was submitted (RFC 3339), and for how long it may be asked about: its
+    /// time limit plus the time a finished run is kept (`Tasks` report both).
+    pub created_at: String,
+    pub ttl: Duration,
     cancel: CancellationToken,
     state: Mutex<ExecState>,
     done: watch::Sender<bool>,
@@ -109,6 +113,32 @@ impl Execution {
     /// The outputs so far.
     pub fn outputs(&self) -> Vec<Output> {
         self.state().outputs.clone()
+    }
+
+    /// One line on where a going run stands (a task's status message).
+    pub fn progress(&self) -> String {
+        let st = self.state();
+        let last = st
+            .outputs
+            .iter()
+            .rev()
+            .map(render::full_text)
+            .find_map(|t| {
+                t.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            });
+        let mut line = format!(
+            "{} for {}s",
+            st.status.as_str(),
+            self.started.elapsed().as_secs()
+        );
+        if let Some(l) = last {
+            line.push_str("; last output: ");
+            line.extend(l.chars().take(200));
+        }
+        line
     }
 
     /// Interrupts the kernel if the run is going; a no-op once it finished.
@@ -309,6 +339,8 @@ impl Executions {
             code: req.code.clone(),
             placement: req.placement,
             started: Instant::now(),
+            created_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+            ttl: req.timeout.saturating_add(KEEP_FINISHED),
             cancel: CancellationToken::new(),
             state: Mutex::new(ExecState {
                 status: ExecStatus::Queued,
@@ -343,8 +375,12 @@ impl Executions {
 
     /// Forgets runs that finished more than an hour ago (called periodically).
     pub fn prune(&self) {
-        self.runs()
-            .retain(|_, e| !e.status().finished() || e.started.elapsed() < KEEP_FINISHED);
+        self.runs().retain(|_, e| {
+            let st = e.state();
+            // A run's end is its start plus its duration (set when it finished).
+            let ran = st.duration.unwrap_or_default();
+            !st.status.finished() || e.started.elapsed() < ran.saturating_add(KEEP_FINISHED)
+        });
     }
 
     /// A run of `caller`'s (others' runs read as not found).

@@ -8,7 +8,8 @@
 //! - [`live`]: Ready sessions: Jupyter server, kernel channel, notebook lock.
 //! - [`executions`]: runs, sync or async, recorded in the notebook ([`record`]).
 //! - [`render`]: outputs as MCP content; [`summary`], [`files`], [`workspace`].
-//! - [`tools`]: the MCP tools and resources; [`http`]: transports, auth, health, metrics.
+//! - [`tools`]: the MCP tools and resources; [`tasks`]: long calls as MCP Tasks;
+//!   [`http`]: transports, auth, health, metrics.
 
 pub mod access;
 mod error;
@@ -27,6 +28,7 @@ pub mod sessions;
 pub mod spill;
 pub mod state;
 pub mod summary;
+pub mod tasks;
 pub mod tools;
 pub mod workspace;
 

@@ -9,6 +9,7 @@ use super::identity::Caller;
 use super::live::LiveSessions;
 use super::metrics::GatewayMetrics;
 use super::sessions::{SessionDefaults, Sessions};
+use super::tasks::StartTasks;
 
 /// Limits and defaults of tool calls.
 #[derive(Clone, Debug)]
@@ -60,7 +61,9 @@ impl Settings {
             "slurmlab runs Jupyter kernels inside SLURM jobs. Start with start_new_session (or \
              resume/continue a notebook), then execute_code with the returned session_id. Every \
              executed cell is recorded in the session's notebook. Long runs return an \
-             execution_id after {}s: poll get_execution_status / get_execution_result. Files \
+             execution_id after {}s: poll get_execution_status / get_execution_result (clients \
+             that declare the tasks extension get a task instead, and session starts as \
+             tasks at once: poll tasks/get, stop with tasks/cancel). Files \
              live under the notebook root (list_files, read_file, upload_file). Default \
              namespace: {}. Resource profiles: {profiles}. Call shutdown_session when done.",
             self.sync_timeout.as_secs(),
@@ -79,6 +82,7 @@ pub struct GatewayState {
     pub sessions: Sessions,
     pub live: LiveSessions,
     pub executions: Executions,
+    pub start_tasks: StartTasks,
     pub metrics: Arc<GatewayMetrics>,
     pub settings: Settings,
 }
@@ -90,6 +94,8 @@ impl GatewayState {
             sessions: Sessions::new(access.own(), defaults),
             live: LiveSessions::new(access.own()),
             executions: Executions::new(metrics.clone(), settings.text_limit),
+            // Longer than any start may wait, so a task never expires while it waits.
+            start_tasks: StartTasks::new(MAX_START_WAIT.saturating_add(Duration::from_secs(3600))),
             access,
             metrics,
             settings,

@@ -9,22 +9,26 @@ use std::time::{Duration, Instant};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    Resource, ResourceContents, ServerCapabilities, ServerConfig,
+    CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock, CreateTaskResult,
+    DetailedTask, GetTaskParams, GetTaskResult, Implementation, ListResourcesResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig, UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
+use rmcp::task_manager::TaskExit;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::GatewayError;
-use super::executions::{Placement, RunRequest};
+use super::executions::{ExecStatus, Execution, Placement, RunRequest};
 use super::identity::Caller;
 use super::live::{Access, LiveSession};
 use super::params::*;
 use super::sessions::{NotebookChoice, SessionId, StartRequest};
 use super::state::GatewayState;
-use super::{record, workspace};
+use super::{record, tasks, workspace};
 use crate::jupyter::notebook;
 
 /// The gateway's MCP service (one per connection; the state is shared).
@@ -36,6 +40,8 @@ pub struct SlurmlabMcp {
 }
 
 type ToolResult = Result<CallToolResult, ErrorData>;
+/// A tool that may answer with a task (when the client takes tasks).
+type TaskOrResult = Result<CallToolResponse, ErrorData>;
 
 impl SlurmlabMcp {
     /// Every tool the gateway serves (names, descriptions, input schemas).
@@ -169,37 +175,72 @@ impl SlurmlabMcp {
         Ok(super::reply::fit(result, self.state.settings.reply_limit))
     }
 
+    /// A session start tool: a task the client polls when it takes tasks (a start can
+    /// wait in the SLURM queue for hours), else a call that reports progress while it
+    /// waits. A request that is not valid is refused at once either way.
+    async fn start_tool(
+        &self,
+        tool: &'static str,
+        ctx: RequestContext<RoleServer>,
+        req: Result<StartRequest, GatewayError>,
+    ) -> TaskOrResult {
+        let caller = self.caller(&ctx);
+        let (caller, req) = match (caller, req) {
+            (Ok(caller), Ok(req)) if tasks::client_takes_tasks(&ctx) => (caller, req),
+            (caller, req) => {
+                let result = self
+                    .call(tool, caller, |caller| async move {
+                        let (tx, forward) = progress_notifier(&ctx);
+                        let r = self.start(caller, req?, tx, ctx.ct.cancelled()).await;
+                        let _ = forward.await;
+                        r
+                    })
+                    .await?;
+                return Ok(result.into());
+            }
+        };
+        let this = self.clone();
+        let owner = caller.clone();
+        let task = self.state.start_tasks.spawn(&caller, move |tc| {
+            Box::pin(async move {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let status = tc.clone();
+                let forward = tokio::spawn(async move {
+                    while let Some(message) = rx.recv().await {
+                        status.set_status_message(message);
+                    }
+                });
+                let result = this
+                    .call(tool, Ok(owner), |caller| {
+                        this.start(caller, req, tx, tc.cancelled())
+                    })
+                    .await;
+                let _ = forward.await;
+                if tc.is_cancel_requested() {
+                    return Err(TaskExit::Cancelled);
+                }
+                result.map_err(TaskExit::Error)
+            })
+        });
+        Ok(CreateTaskResult::new(task).into())
+    }
+
+    /// Starts a session, sending progress lines to `progress` while its job queues; stops
+    /// waiting when `cancelled` resolves (what was created stays).
     async fn start(
         &self,
-        ctx: &RequestContext<RoleServer>,
         caller: Caller,
         req: StartRequest,
+        progress: UnboundedSender<String>,
+        cancelled: impl Future<Output = ()>,
     ) -> Result<CallToolResult, GatewayError> {
         let client = self.state.access.client_for(&caller)?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let token = ctx.meta.get_progress_token();
-        let peer = ctx.peer.clone();
-        let forward = tokio::spawn(async move {
-            let mut step = 0.0;
-            while let Some(message) = rx.recv().await {
-                if let Some(token) = &token {
-                    step += 1.0;
-                    let _ = peer
-                        .notify_progress(
-                            ProgressNotificationParam::new(token.clone(), step)
-                                .with_message(message),
-                        )
-                        .await;
-                }
-            }
-        });
         let started = tokio::select! {
-            r = self.state.sessions.start(client, &caller, req, tx) => r,
-            _ = ctx.ct.cancelled() => Err(GatewayError::Failed(
+            r = self.state.sessions.start(client, &caller, req, progress) => r,
+            _ = cancelled => Err(GatewayError::Failed(
                 "cancelled while waiting; what was created stays (see list_sessions)".into(),
             )),
         };
-        let _ = forward.await;
         let started = started?;
         let mut result = CallToolResult::structured(json!(started));
         if let Some(restore) = &started.restore
@@ -276,14 +317,73 @@ impl SlurmlabMcp {
     }
 }
 
+impl SlurmlabMcp {
+    /// A run as a task: working with a progress line, then its (fitted) tool result.
+    async fn run_task(&self, exec: &Arc<Execution>) -> DetailedTask {
+        let status = exec.status();
+        let result = match status {
+            ExecStatus::Completed | ExecStatus::Failed => Some(super::reply::fit(
+                self.result_of(exec).await,
+                self.state.settings.reply_limit,
+            )),
+            _ => None,
+        };
+        let message = (!status.finished()).then(|| exec.progress());
+        tasks::run_task(
+            &exec.id,
+            &exec.created_at,
+            exec.ttl,
+            message,
+            tasks::run_payload(status, result.as_ref()),
+        )
+    }
+
+    /// The caller's run `id`, as a task error when there is none.
+    fn task_run(&self, id: &str, caller: &Caller) -> Result<Arc<Execution>, ErrorData> {
+        self.state.executions.get(id, caller).map_err(|e| match e {
+            GatewayError::NotFound(_) => tasks::unknown(id, None),
+            other => tasks::unknown(id, Some(other.to_string())),
+        })
+    }
+
+    fn task_caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+        self.caller(ctx)
+            .map_err(|e| ErrorData::invalid_request(e.to_string(), None))
+    }
+}
+
 fn json_result(v: Value) -> CallToolResult {
     CallToolResult::structured(v)
+}
+
+/// A channel whose lines go to the caller as progress notifications (when the call
+/// carried a progress token), and the task forwarding them (ends when the sender drops).
+fn progress_notifier(
+    ctx: &RequestContext<RoleServer>,
+) -> (UnboundedSender<String>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let token = ctx.meta.get_progress_token();
+    let peer = ctx.peer.clone();
+    let forward = tokio::spawn(async move {
+        let mut step = 0.0;
+        while let Some(message) = rx.recv().await {
+            if let Some(token) = &token {
+                step += 1.0;
+                let _ = peer
+                    .notify_progress(
+                        ProgressNotificationParam::new(token.clone(), step).with_message(message),
+                    )
+                    .await;
+            }
+        }
+    });
+    (tx, forward)
 }
 
 #[tool_router]
 impl SlurmlabMcp {
     #[tool(
-        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. An idle kernel is shut down after the gateway's session idle timeout (default 2h; its allocation is then released after its own idle timeout), so call shutdown_session when done anyway. Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node.",
+        description = "Start a Jupyter session on a SLURM job. Reuses one of your Ready or starting allocations with room, else submits a new one; waits until the kernel is Ready, reporting progress (queue state and reason) while SLURM queues the job. An idle kernel is shut down after the gateway's session idle timeout (default 2h; its allocation is then released after its own idle timeout), so call shutdown_session when done anyway. A client that declares the MCP tasks extension gets a task at once (poll tasks/get; its status message says where the job stands). Returns session_id (use it in every other tool), notebook_path, allocation, job_id, node.",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
@@ -295,16 +395,9 @@ impl SlurmlabMcp {
         &self,
         Parameters(p): Parameters<StartNewSession>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult {
-        self.call(
-            "start_new_session",
-            self.caller(&ctx),
-            |caller| async move {
-                let req = self.start_request(p.experiment_name, NotebookChoice::New, p.options)?;
-                self.start(&ctx, caller, req).await
-            },
-        )
-        .await
+    ) -> TaskOrResult {
+        let req = self.start_request(p.experiment_name, NotebookChoice::New, p.options);
+        self.start_tool("start_new_session", ctx, req).await
     }
 
     #[tool(
@@ -320,16 +413,10 @@ impl SlurmlabMcp {
         &self,
         Parameters(p): Parameters<StartFromNotebook>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult {
-        self.call(
-            "start_session_resume_notebook",
-            self.caller(&ctx),
-            |caller| async move {
-                let req = self.notebook_start_request(p, NotebookChoice::Resume)?;
-                self.start(&ctx, caller, req).await
-            },
-        )
-        .await
+    ) -> TaskOrResult {
+        let req = self.notebook_start_request(p, NotebookChoice::Resume);
+        self.start_tool("start_session_resume_notebook", ctx, req)
+            .await
     }
 
     #[tool(
@@ -345,20 +432,14 @@ impl SlurmlabMcp {
         &self,
         Parameters(p): Parameters<StartFromNotebook>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult {
-        self.call(
-            "start_session_continue_notebook",
-            self.caller(&ctx),
-            |caller| async move {
-                let req = self.notebook_start_request(p, NotebookChoice::Continue)?;
-                self.start(&ctx, caller, req).await
-            },
-        )
-        .await
+    ) -> TaskOrResult {
+        let req = self.notebook_start_request(p, NotebookChoice::Continue);
+        self.start_tool("start_session_continue_notebook", ctx, req)
+            .await
     }
 
     #[tool(
-        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution. When the SLURM job has under 15 minutes of its time limit left, the result ends with a walltime warning.",
+        description = "Execute Python code in a session's kernel and record it as a notebook cell. Returns outputs in order: text, images, rich output; a raised exception gives isError with the traceback. If the run takes longer than sync_timeout seconds (default 30) it returns {status: \"pending\", execution_id} and keeps running: poll get_execution_status / get_execution_result, or cancel_execution (a client that declares the MCP tasks extension gets a task instead, its id the execution_id: poll tasks/get, stop it with tasks/cancel). When the SLURM job has under 15 minutes of its time limit left, the result ends with a walltime warning.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
@@ -370,8 +451,11 @@ impl SlurmlabMcp {
         &self,
         Parameters(p): Parameters<ExecuteCode>,
         ctx: RequestContext<RoleServer>,
-    ) -> ToolResult {
-        self.call("execute_code", self.caller(&ctx), |caller| async move {
+    ) -> TaskOrResult {
+        let takes_tasks = tasks::client_takes_tasks(&ctx);
+        let became_task = std::sync::OnceLock::new();
+        let became = &became_task;
+        let result = self.call("execute_code", self.caller(&ctx), |caller| async move {
             let live = self.live(&caller, &p.session_id, Access::Exec).await?;
             let settings = &self.state.settings;
             let exec = self.state.executions.submit(
@@ -387,7 +471,11 @@ impl SlurmlabMcp {
             let sync = settings.sync_wait(p.sync_timeout);
             tokio::select! {
                 _ = exec.finished() => Ok(self.result_of(&exec).await),
-                _ = tokio::time::sleep(sync) => Ok(json_result(json!({
+                _ = tokio::time::sleep(sync), if takes_tasks => {
+                    let _ = became.set(exec);
+                    Ok(CallToolResult::success(vec![]))
+                }
+                _ = tokio::time::sleep(sync), if !takes_tasks => Ok(json_result(json!({
                     "status": "pending",
                     "execution_id": exec.id,
                     "session_id": exec.session.id.to_string(),
@@ -400,7 +488,12 @@ impl SlurmlabMcp {
                 }
             }
         })
-        .await
+        .await?;
+        // A run still going after its sync wait is a task whose id is its execution id.
+        match became_task.into_inner() {
+            Some(exec) => Ok(CreateTaskResult::new(self.run_task(&exec).await.task).into()),
+            None => Ok(result.into()),
+        }
     }
 
     #[tool(
@@ -968,6 +1061,7 @@ impl ServerHandler for SlurmlabMcp {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -979,6 +1073,54 @@ impl ServerHandler for SlurmlabMcp {
                 .settings
                 .instructions(&self.state.sessions.profile_names()),
         )
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let caller = self.task_caller(&ctx)?;
+        let id = request.task_id;
+        if self.state.start_tasks.knows(&id) {
+            return self
+                .state
+                .start_tasks
+                .get(&id, &caller)
+                .map(GetTaskResult::new);
+        }
+        let exec = self.task_run(&id, &caller)?;
+        Ok(GetTaskResult::new(self.run_task(&exec).await))
+    }
+
+    /// Cooperative, as the extension says: a run's kernel is interrupted, a start stops
+    /// waiting; `tasks/get` shows when it ended.
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = self.task_caller(&ctx)?;
+        let id = request.task_id;
+        if self.state.start_tasks.knows(&id) {
+            return self.state.start_tasks.cancel(&id, &caller);
+        }
+        self.task_run(&id, &caller)?.cancel();
+        Ok(())
+    }
+
+    /// No task here asks the client for input, so there is nothing to deliver.
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = self.task_caller(&ctx)?;
+        let id = request.task_id;
+        if self.state.start_tasks.knows(&id) {
+            return self.state.start_tasks.owned(&id, &caller);
+        }
+        self.task_run(&id, &caller).map(|_| ())
     }
 
     async fn list_resources(

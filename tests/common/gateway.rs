@@ -9,7 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+    ProgressNotificationParam,
+};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
@@ -252,18 +255,30 @@ pub async fn bind_user(admin: &Client, ns: &str, name: &str, kind: &str, role: &
         .unwrap();
 }
 
-/// An MCP client that keeps every progress message it receives.
+/// An MCP client that keeps every progress message it receives and, when `takes_tasks`,
+/// declares the MCP tasks extension (so long calls may come back as tasks).
 #[derive(Clone, Default)]
-pub struct ProgressLog(pub Arc<Mutex<Vec<String>>>);
+pub struct ProgressLog {
+    pub messages: Arc<Mutex<Vec<String>>>,
+    pub takes_tasks: bool,
+}
 
 impl ClientHandler for ProgressLog {
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        if self.takes_tasks {
+            info.capabilities = ClientCapabilities::builder().enable_tasks().build();
+        }
+        info
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
         if let Some(m) = params.message {
-            self.0.lock().unwrap().push(m);
+            self.messages.lock().unwrap().push(m);
         }
     }
 }
@@ -277,12 +292,28 @@ pub struct Mcp {
 impl Mcp {
     /// Connects over Streamable HTTP with `token` (none: no Authorization header).
     pub async fn http(url: &str, token: Option<&str>) -> Result<Self, String> {
+        Self::http_as(url, token, ProgressLog::default()).await
+    }
+
+    /// Connects like [`Self::http`], declaring the MCP tasks extension.
+    pub async fn http_with_tasks(url: &str, token: Option<&str>) -> Result<Self, String> {
+        let client = ProgressLog {
+            takes_tasks: true,
+            ..Default::default()
+        };
+        Self::http_as(url, token, client).await
+    }
+
+    async fn http_as(
+        url: &str,
+        token: Option<&str>,
+        progress: ProgressLog,
+    ) -> Result<Self, String> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(url);
         if let Some(t) = token {
             config = config.auth_header(t);
         }
         let transport = StreamableHttpClientTransport::from_config(config);
-        let progress = ProgressLog::default();
         let service = progress
             .clone()
             .serve(transport)
@@ -341,9 +372,20 @@ pub async fn python_sdk_session(
     token: &str,
     context: impl Fn() -> String,
 ) -> Value {
+    python_sdk_script(env, "tests/python/mcp_client.py", url, token, context).await
+}
+
+/// Runs a Python SDK client `script URL TOKEN`; returns the one JSON line it prints.
+pub async fn python_sdk_script(
+    env: &Env,
+    script: &str,
+    url: &str,
+    token: &str,
+    context: impl Fn() -> String,
+) -> Value {
     let python = std::path::PathBuf::from(env.get("KUBECTL")).with_file_name("python");
     let out = tokio::process::Command::new(python)
-        .arg(super::repo_path("tests/python/mcp_client.py"))
+        .arg(super::repo_path(script))
         .args([url, token])
         .output()
         .await
