@@ -96,7 +96,8 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
             .unwrap_or_else(|| panic!("{}: no readOnlyHint", t.name));
         let reader = t.name.starts_with("read_")
             || t.name.starts_with("list_")
-            || t.name.starts_with("get_");
+            || t.name.starts_with("get_")
+            || t.name.starts_with("check_");
         assert_eq!(read_only, reader, "{}", t.name);
     }
 
@@ -188,6 +189,36 @@ async fn an_agent_runs_code_and_every_step_is_in_the_notebook() {
         .ok("get_execution_status", json!({"execution_id": exec_id}))
         .await;
     assert_eq!(status["status"], "running", "{status}");
+    // What the job has and uses, read from its Jupyter server while the kernel is busy.
+    let asked = std::time::Instant::now();
+    let res = alice
+        .ok("check_resources", json!({"session_id": sid}))
+        .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "check_resources waited for the kernel: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(res["node"], started["node"], "{res}");
+    assert_eq!(
+        res["slurm"]["SLURM_JOB_ID"],
+        started["job_id"].to_string(),
+        "{res}"
+    );
+    let allocated = res["cpus"]["allocated"].as_u64().unwrap();
+    assert!(
+        allocated >= 1 && allocated <= res["cpus"]["node"].as_u64().unwrap(),
+        "{res}"
+    );
+    assert!(
+        res["memory"]["node"]["total_bytes"].as_u64().unwrap() > 0,
+        "{res}"
+    );
+    // The server and at least the busy kernel, which is printing and sleeping.
+    assert!(res["processes"]["count"].as_u64().unwrap() >= 2, "{res}");
+    let left = res["time_left_seconds"].as_i64().unwrap();
+    assert!(left > 0 && left <= 24 * 3600, "{res}");
+    assert!(res["gpus"].as_array().unwrap().is_empty(), "{res}");
     let done = common::wait_until_ok(Duration::from_secs(60), || async {
         let s = alice
             .ok("get_execution_status", json!({"execution_id": exec_id}))

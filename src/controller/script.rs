@@ -94,6 +94,146 @@ def _open_nodelay(self, *args, **kwargs):
 _KWH.open = _open_nodelay
 "#;
 
+/// Appended to [`SERVER_CONFIG`]: a server extension defined in the config itself (no
+/// package to install in the job) serving `GET /slurmlab/resources` with the server's
+/// token: what the job has and uses (CPUs, memory of the job's cgroup and of the node,
+/// load, GPUs through `nvidia-smi`, the server's and kernels' processes). It answers
+/// from the server process, so it works while a kernel is busy (the gateway's
+/// `check_resources`).
+pub const RESOURCES_EXTENSION: &str = r#"
+import sys as _sys
+import types as _types
+
+
+def _slurmlab_resources_load(serverapp):
+    import asyncio
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    from jupyter_server.base.handlers import APIHandler
+    from jupyter_server.utils import url_path_join
+    from tornado import web
+
+    def number(text):
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    def node_memory():
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info[key] = int(value.split()[0]) * 1024
+        return {"total_bytes": info.get("MemTotal"), "available_bytes": info.get("MemAvailable")}
+
+    def job_memory():
+        # The cgroup SLURM put the job in (cgroup v2 or v1); None outside one.
+        try:
+            with open("/proc/self/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                base, files = "/sys/fs/cgroup" + path, ("memory.max", "memory.current")
+            elif "memory" in controllers.split(","):
+                base = "/sys/fs/cgroup/memory" + path
+                files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            else:
+                continue
+            try:
+                values = []
+                for name in files:
+                    with open(os.path.join(base, name)) as f:
+                        values.append(f.read().strip())
+            except OSError:
+                continue
+            limit, used = values
+            unlimited = limit == "max" or int(limit) >= 2**60
+            return {"cgroup": path, "limit_bytes": None if unlimited else int(limit),
+                    "used_bytes": int(used)}
+        return None
+
+    def gpus():
+        smi = shutil.which("nvidia-smi")
+        if smi is None:
+            return []
+        query = "index,name,utilization.gpu,memory.used,memory.total"
+        try:
+            done = subprocess.run([smi, "--query-gpu=" + query, "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as e:
+            return [{"error": str(e)}]
+        found = []
+        for line in done.stdout.splitlines():
+            f = [x.strip() for x in line.split(",")]
+            if len(f) == 5:
+                found.append({"index": f[0], "name": f[1], "utilization_percent": number(f[2]),
+                              "memory_used_mib": number(f[3]), "memory_total_mib": number(f[4])})
+        return found
+
+    async def processes():
+        # The server and its kernels: CPU over half a second, resident memory.
+        try:
+            import psutil
+        except ImportError:
+            return None
+        me = psutil.Process()
+        procs = [me] + me.children(recursive=True)
+        for p in procs:
+            try:
+                p.cpu_percent(None)
+            except psutil.Error:
+                pass
+        await asyncio.sleep(0.5)
+        cpu, rss, n = 0.0, 0, 0
+        for p in procs:
+            try:
+                cpu += p.cpu_percent(None)
+                rss += p.memory_info().rss
+                n += 1
+            except psutil.Error:
+                pass
+        return {"count": n, "cpu_percent": round(cpu, 1), "rss_bytes": rss}
+
+    slurm_env = ("SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE",
+                 "SLURM_MEM_PER_CPU", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
+
+    class Resources(APIHandler):
+        @web.authenticated
+        async def get(self):
+            loop = asyncio.get_running_loop()
+            found_gpus = await loop.run_in_executor(None, gpus)
+            try:
+                load = [round(x, 2) for x in os.getloadavg()]
+            except OSError:
+                load = None
+            self.finish(json.dumps({
+                "node": os.uname().nodename,
+                "cpus": {"allocated": len(os.sched_getaffinity(0)), "node": os.cpu_count(),
+                         "load_average": load},
+                "memory": {"job": job_memory(), "node": node_memory()},
+                "gpus": found_gpus,
+                "processes": await processes(),
+                "slurm": {k: os.environ[k] for k in slurm_env if k in os.environ},
+            }))
+
+    route = url_path_join(serverapp.base_url, "/slurmlab/resources")
+    serverapp.web_app.add_handlers(".*$", [(route, Resources)])
+
+
+_slurmlab_ext = _types.ModuleType("slurmlab_resources")
+_slurmlab_ext._jupyter_server_extension_points = lambda: [{"module": "slurmlab_resources"}]
+_slurmlab_ext._load_jupyter_server_extension = _slurmlab_resources_load
+_sys.modules["slurmlab_resources"] = _slurmlab_ext
+c.ServerApp.jpserver_extensions.update({"slurmlab_resources": True})
+"#;
+
 /// Renders the batch script for one allocation, whose job carries `comment` (the signed
 /// tag, which the script keeps in front of the endpoint it reports).
 pub fn render(template: &JobTemplate, owner: &JobOwner, comment: &str) -> String {
@@ -147,6 +287,7 @@ pub fn render(template: &JobTemplate, owner: &JobOwner, comment: &str) -> String
     s.push_str("printf '%s' \"$SLURMLAB_TOKEN\" > \"$CONF_DIR/token\"\nunset SLURMLAB_TOKEN\n");
     s.push_str("cat > \"$CONF_DIR/jupyter_server_config.py\" <<'PY'\n");
     s.push_str(SERVER_CONFIG);
+    s.push_str(RESOURCES_EXTENSION);
     s.push_str("PY\n");
     // The server runs as a child so the config can be removed when the job ends (scancel
     // sends SIGTERM to every process of the job).

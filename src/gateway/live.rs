@@ -61,13 +61,21 @@ pub struct LiveSession {
 /// Results warn when less than this is left of the job's time limit.
 pub const WALLTIME_WARNING: Duration = Duration::from_secs(15 * 60);
 
+/// Seconds from `now` to `ends_at` (negative once past).
+pub fn seconds_left(
+    ends_at: k8s_openapi::jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
+) -> i64 {
+    ends_at.as_second().saturating_sub(now.as_second())
+}
+
 /// The warning a result carries when the job ends within [`WALLTIME_WARNING`] of `now`
 /// (pure; unit-tested).
 pub fn walltime_warning(
     ends_at: k8s_openapi::jiff::Timestamp,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Option<String> {
-    let left = ends_at.as_second().saturating_sub(now.as_second());
+    let left = seconds_left(ends_at, now);
     if left > WALLTIME_WARNING.as_secs() as i64 {
         return None;
     }

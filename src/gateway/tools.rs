@@ -869,6 +869,41 @@ impl SlurmlabMcp {
     }
 
     #[tool(
+        description = "What the session's SLURM job has and uses now: CPUs allocated to it and the node's load average, memory (the job's cgroup limit and use when SLURM confines it, the node's total and available), GPUs (from nvidia-smi, when the node has it), CPU and memory of the Jupyter server and its kernels, the job's SLURM variables, and the seconds left before its time limit. Answers while a cell runs (it does not use the kernel).",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn check_resources(
+        &self,
+        Parameters(p): Parameters<SessionRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
+        self.call("check_resources", self.caller(&ctx), |caller| async move {
+            let live = self.live(&caller, &p.session_id, Access::Read).await?;
+            let mut found = live.server.resources().await.map_err(|e| match e {
+                crate::jupyter::JupyterError::NotFound { .. } => GatewayError::Failed(format!(
+                    "the Jupyter server of session {} does not report resources: its SLURM job \
+                     was started by an older slurmlab; a session on a new allocation has them",
+                    live.id
+                )),
+                other => other.into(),
+            })?;
+            if let Some(o) = found.as_object_mut() {
+                o.insert("session_id".into(), json!(live.id.to_string()));
+                if let Some(ends) = live.job_ends_at {
+                    let now = k8s_openapi::jiff::Timestamp::now();
+                    o.insert("job_ends_at".into(), json!(ends.to_string()));
+                    o.insert(
+                        "time_left_seconds".into(),
+                        json!(super::live::seconds_left(ends, now).max(0)),
+                    );
+                }
+            }
+            Ok(json_result(found))
+        })
+        .await
+    }
+
+    #[tool(
         description = "The user variables in the session's kernel: name, type, shape or length, and a short preview.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]

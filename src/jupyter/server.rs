@@ -230,6 +230,15 @@ impl JupyterServer {
         self.json(resp).await
     }
 
+    /// `GET /slurmlab/resources`: what the job has and uses, from the server slurmlab's job
+    /// script configures (`controller::script::RESOURCES_EXTENSION`).
+    pub async fn resources(&self) -> Result<Value, JupyterError> {
+        let resp = self
+            .call(Method::GET, RESOURCES_PATH, None, "/slurmlab/resources")
+            .await?;
+        self.json(resp).await
+    }
+
     pub async fn interrupt(&self, id: &str) -> Result<(), JupyterError> {
         self.call(
             Method::POST,
@@ -457,6 +466,9 @@ impl JupyterServer {
         }
     }
 }
+
+/// Where the job's server answers with its resources.
+pub const RESOURCES_PATH: &str = "/slurmlab/resources";
 
 fn urlencode(s: &str) -> String {
     s.bytes()
