@@ -80,7 +80,7 @@ async fn main() {
         .await
         .unwrap();
     let server = allocation_server(&admin, &alloc).await;
-    let mut direct = KernelChannel::connect(&server, st.kernel_id.as_deref().unwrap())
+    let mut direct = KernelChannel::connect(&server, st.kernel_id.as_deref().unwrap(), None)
         .await
         .unwrap();
     println!(

@@ -95,7 +95,9 @@ async fn main() {
     for run in 0..RUNS {
         let t = Instant::now();
         let kernel = server.start_kernel("python3", None).await.unwrap();
-        let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
+        let mut channel = KernelChannel::connect(&server, &kernel.id, None)
+            .await
+            .unwrap();
         for code in &codes {
             channel
                 .execute(code, Duration::from_secs(60))

@@ -168,7 +168,13 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
         (&release_ns, &controller_sa),
         &[],
     );
-    let gw = GatewayProcess::start_as(&env, &scope, &gateway_kc, &[]).await;
+    let gw = GatewayProcess::start_as(
+        &env,
+        &scope,
+        &gateway_kc,
+        &["--state-namespace", &release_ns],
+    )
+    .await;
     let alice = Mcp::http(&gw.url, Some(&user_token(&env, "alice")))
         .await
         .unwrap();

@@ -40,7 +40,7 @@ async fn ready_allocation(
 }
 
 async fn run(server: &JupyterServer, kernel: &str, code: &str) -> Vec<Output> {
-    let mut channel = KernelChannel::connect(server, kernel).await.unwrap();
+    let mut channel = KernelChannel::connect(server, kernel, None).await.unwrap();
     channel
         .execute(code, Duration::from_secs(60))
         .await

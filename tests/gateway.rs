@@ -986,11 +986,12 @@ async fn the_official_python_sdk_is_a_client_too() {
         })
         .await;
     assert_eq!(seen["server"], "slurmlab-gateway");
-    assert_eq!(seen["tools"], 27);
+    assert_eq!(seen["tools"], 28);
     // The SDK reads the tool annotations: these (and only these) only read.
     assert_eq!(
         seen["read_only"],
         json!([
+            "check_resources",
             "get_execution_result",
             "get_execution_status",
             "get_workspace",
@@ -1057,7 +1058,7 @@ async fn the_official_typescript_sdk_is_a_client_too() {
         };
         let seen = sdk_runs(&env, sdk, run).await;
         assert_eq!(seen["server"], "slurmlab-gateway", "{sdk:?}: {seen}");
-        assert_eq!(seen["tools"], 27, "{sdk:?}: {seen}");
+        assert_eq!(seen["tools"], 28, "{sdk:?}: {seen}");
         assert_eq!(seen["text"], "42\n", "{sdk:?}: {seen}");
         assert_eq!(seen["ms"].as_array().map(Vec::len), Some(3), "{seen}");
     }
@@ -1238,9 +1239,11 @@ async fn sigterm_drains_runs_into_the_notebook_and_old_ids_say_what_happened() {
     let vars = alice.ok("get_workspace", json!({"session_id": sid})).await;
     assert!(vars.to_string().contains("finished"), "{vars}");
 
-    // A run longer than the drain: recorded as it stood when the gateway stopped.
+    // A run longer than the drain is handed over: written down as it stood, and the next
+    // gateway process goes on with it under its id (nothing recorded in between).
     let long =
-        "import time\nfor i in range(60):\n    print('tick', i, flush=True)\n    time.sleep(1)";
+        "import time\nfor i in range(20):\n    print('tick', i, flush=True)\n    time.sleep(1)";
+    let sent = std::time::Instant::now();
     let pending = alice
         .ok(
             "execute_code",
@@ -1248,6 +1251,8 @@ async fn sigterm_drains_runs_into_the_notebook_and_old_ids_say_what_happened() {
         )
         .await;
     let long_id = pending["execution_id"].as_str().unwrap().to_owned();
+    // SIGTERM half a second after a line, so the drain (8 s) ends between two lines too.
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(sent.elapsed())).await;
     let term = std::time::Instant::now();
     gw.terminate();
     let exit = gw
@@ -1260,18 +1265,33 @@ async fn sigterm_drains_runs_into_the_notebook_and_old_ids_say_what_happened() {
         term.elapsed()
     );
     let cells = cells_on_server().await;
-    let cell = cells
-        .iter()
-        .find(|c| c["metadata"]["slurmlab"]["execution_id"] == long_id.as_str())
-        .unwrap_or_else(|| panic!("the cut-off run is not in the notebook: {cells:#?}"));
-    assert_eq!(
-        cell["metadata"]["slurmlab"]["status"],
-        "running when the gateway stopped"
-    );
-    let outputs = cell["outputs"].to_string();
     assert!(
-        outputs.contains("tick 3") && outputs.contains("the gateway stopped"),
-        "{outputs}"
+        !cells
+            .iter()
+            .any(|c| c["metadata"]["slurmlab"]["execution_id"] == long_id.as_str()),
+        "a handed-over run was recorded early: {cells:#?}"
+    );
+    drop(alice);
+    let gw = GatewayProcess::start(&env, &scope, &args).await;
+    let alice = Mcp::http(&gw.url, Some(&token)).await.unwrap();
+    let done = common::wait_until_ok(Duration::from_secs(60), || async {
+        let s = alice
+            .ok("get_execution_status", json!({"execution_id": long_id}))
+            .await;
+        (s["status"] == "completed").then_some(s)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the handed-over run did not complete:\n{}", gw.log_tail()));
+    assert_eq!(done["execution_id"], long_id.as_str());
+    let all: String = (0..20).map(|i| format!("tick {i}\n")).collect();
+    let cells = cells_of_run(&admin, &scope.ns, &sid, &long_id).await;
+    assert_eq!(cells.len(), 1, "{cells:#?}");
+    assert_eq!(cells[0]["metadata"]["slurmlab"]["status"], "completed");
+    assert_eq!(
+        cells[0]["outputs"][0]["text"],
+        all.as_str(),
+        "{}",
+        gw.log_tail()
     );
     drop(alice);
     scope.cleanup(&admin).await;
@@ -1707,6 +1727,149 @@ async fn long_runs_and_session_starts_are_mcp_tasks_for_clients_that_take_them()
     assert!(pending["execution_id"].as_str().unwrap().starts_with("ex-"));
 
     drop((alice, bob, plain));
+    scope.cleanup(&admin).await;
+    drop((ctl, gw));
+}
+
+/// The cells of `sid`'s notebook recorded for execution `id`, as the Jupyter server has
+/// them once there is one (a finished run's cell is written moments after it reads as
+/// finished; reads through the gateway see it at once); empty after 10 s without.
+async fn cells_of_run(admin: &kube::Client, ns: &str, sid: &str, id: &str) -> Vec<Value> {
+    let found = common::wait_until_ok(Duration::from_secs(10), || async {
+        let nb = notebook_on_server(admin, ns, session_name(sid)).await;
+        let cells: Vec<Value> = nb["cells"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["metadata"]["slurmlab"]["execution_id"] == id)
+            .collect();
+        (!cells.is_empty()).then_some(cells)
+    })
+    .await;
+    found.unwrap_or_default()
+}
+
+/// The records of runs a gateway keeps in its state namespace.
+async fn run_records(admin: &kube::Client, ns: &str) -> Vec<String> {
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), ns)
+        .get_opt(slurmlab::gateway::journal::REGISTRY)
+        .await
+        .unwrap()
+        .and_then(|cm| cm.data)
+        .map(|d| d.into_keys().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_run_goes_on_with_it_after_a_restart() {
+    let env = Env::load();
+    let (admin, scope, ctl, mut gw) = setup(&env, "trixie", "gw-kill").await;
+    let token = user_token(&env, "alice");
+    let alice = Mcp::http_with_tasks(&gw.url, Some(&token)).await.unwrap();
+    let started = alice
+        .service
+        .peer()
+        .call_tool_once(
+            CallToolRequestParams::new("start_new_session").with_arguments(
+                json!({"experiment_name": "kill"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let sid = match started {
+        CallToolResponse::Task(t) => {
+            let (done, _) =
+                task_until_done(&alice, &t.task.task_id, Duration::from_secs(240)).await;
+            completed(&done).structured_content.unwrap()["session_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+        other => panic!("{other:?}"),
+    };
+
+    // A 20 s cell printing every second; SIGKILL half a second after its sixth line,
+    // once it is written down (runs going for 2 s are).
+    let code = "import time\nfor i in range(20):\n    print('tick', i, flush=True)\n    time.sleep(1)\nfinished = True";
+    let sent = std::time::Instant::now();
+    let run = as_task(
+        &alice,
+        "execute_code",
+        json!({"session_id": sid, "code": code, "sync_timeout": 1}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(5500).saturating_sub(sent.elapsed())).await;
+    assert_eq!(
+        run_records(&admin, &scope.ns).await,
+        vec![run.task_id.clone()]
+    );
+    drop(alice);
+    gw.kill();
+    // The kernel goes on printing with no gateway listening.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let gw = GatewayProcess::start(&env, &scope, &["--sync-timeout-seconds", "20"]).await;
+    let alice = Mcp::http_with_tasks(&gw.url, Some(&token)).await.unwrap();
+    let (done, _) = task_until_done(&alice, &run.task_id, Duration::from_secs(60)).await;
+    assert_eq!(
+        done.task.status(),
+        TaskStatus::Completed,
+        "{}",
+        gw.log_tail()
+    );
+    let all: String = (0..20).map(|i| format!("tick {i}\n")).collect();
+    let result = completed(&done);
+    assert_eq!(text(&result).trim(), all.trim(), "{}", gw.log_tail());
+    let same = alice
+        .service
+        .call_tool(
+            CallToolRequestParams::new("get_execution_result").with_arguments(
+                json!({"execution_id": run.task_id})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&same), text(&result));
+    // One cell, with every line, and nothing left behind.
+    let cells = cells_of_run(&admin, &scope.ns, &sid, &run.task_id).await;
+    assert_eq!(cells.len(), 1, "{cells:#?}");
+    assert_eq!(cells[0]["metadata"]["slurmlab"]["status"], "completed");
+    assert_eq!(cells[0]["outputs"][0]["text"], all.as_str());
+    assert!(run_records(&admin, &scope.ns).await.is_empty());
+    let files = alice
+        .ok(
+            "list_files",
+            json!({"session_id": sid, "path": "kill_outputs"}),
+        )
+        .await
+        .to_string();
+    assert!(!files.contains(".run.json"), "{files}");
+    // The session goes on as before.
+    let next = alice
+        .service
+        .peer()
+        .call_tool_once(
+            CallToolRequestParams::new("execute_code").with_arguments(
+                json!({"session_id": sid, "code": "finished"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let CallToolResponse::Complete(next) = next else {
+        panic!("{next:?}")
+    };
+    assert_eq!(text(&next).trim(), "True");
+    drop(alice);
     scope.cleanup(&admin).await;
     drop((ctl, gw));
 }

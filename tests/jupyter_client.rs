@@ -25,7 +25,9 @@ async fn execute_returns_every_output_in_order_and_interrupts_on_timeout() {
     assert_eq!(default, "python3");
     assert!(names.contains(&"python3".to_owned()));
     let kernel = server.start_kernel("python3", None).await.unwrap();
-    let mut channel = KernelChannel::connect(&server, &kernel.id).await.unwrap();
+    let mut channel = KernelChannel::connect(&server, &kernel.id, None)
+        .await
+        .unwrap();
 
     let code = r#"
 import sys

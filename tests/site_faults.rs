@@ -162,7 +162,7 @@ async fn fault_a_dead_compute_host_fails_its_job_and_on_failure_resubmits_elsewh
     );
     assert_eq!(st.node.as_deref(), Some(node_of(&again).as_str()));
     let server = allocation_server(&client, &again).await;
-    let mut channel = KernelChannel::connect(&server, st.kernel_id.as_deref().unwrap())
+    let mut channel = KernelChannel::connect(&server, st.kernel_id.as_deref().unwrap(), None)
         .await
         .unwrap();
     let out = channel

@@ -361,7 +361,7 @@ impl<'a> SessionReconcile<'a> {
         let replay = restoring_after_restart || spec.notebook.mode == NotebookMode::Resume;
         if !replay {
             // Ready means the kernel answers, not only that its process was spawned.
-            let mut channel = KernelChannel::connect(server, &kernel.id).await?;
+            let mut channel = KernelChannel::connect(server, &kernel.id, None).await?;
             channel.wait_ready(Duration::from_secs(60)).await?;
         }
         if replay {
@@ -443,7 +443,7 @@ impl<'a> SessionReconcile<'a> {
             ),
         );
         let _ = self.save().await;
-        let mut channel = KernelChannel::connect(server, kernel_id).await?;
+        let mut channel = KernelChannel::connect(server, kernel_id, None).await?;
         let mut last_save = Instant::now();
         for (index, source) in cells {
             let exec = channel.execute(&source, RESTORE_CELL_TIMEOUT).await?;

@@ -15,13 +15,20 @@ use tokio_util::task::TaskTracker;
 
 use super::GatewayError;
 use super::identity::Caller;
+use super::journal::{self, JournalFile, Keeper, Registry, RunRecord};
 use super::live::LiveSession;
 use super::metrics::GatewayMetrics;
 use super::names;
 use super::record::{self, Change};
 use super::render::{self, RenderOptions};
 use super::spill::Spill;
-use crate::jupyter::{ExecuteOptions, Output, OutputBudget};
+use crate::jupyter::{ExecuteOptions, Follow, Output, OutputBudget};
+
+/// How long a drain waits for runs going past its limit to be handed over.
+const HANDOFF: Duration = Duration::from_secs(10);
+/// How long a reattached run may be silent before the kernel's state is asked (and then
+/// how long an idle kernel may stay silent before the run's end counts as lost).
+const IDLE_CHECK: Duration = Duration::from_secs(3);
 
 /// How long finished executions are kept for `get_execution_result`.
 const KEEP_FINISHED: Duration = Duration::from_secs(3600);
@@ -56,7 +63,8 @@ impl ExecStatus {
 }
 
 /// Where a finished run goes in the notebook.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Placement {
     Append,
     Replace(i64),
@@ -90,13 +98,15 @@ pub struct Execution {
     pub session: Arc<LiveSession>,
     pub owner: Caller,
     pub code: String,
-    placement: Placement,
     started: Instant,
     /// When it was submitted (RFC 3339), and for how long it may be asked about: its
     /// time limit plus the time a finished run is kept (`Tasks` report both).
     pub created_at: String,
     pub ttl: Duration,
     cancel: CancellationToken,
+    /// Fired by a shutdown's drain: stop following the run and leave it to the next
+    /// gateway process (see `journal`).
+    handoff: CancellationToken,
     state: Mutex<ExecState>,
     done: watch::Sender<bool>,
 }
@@ -113,6 +123,12 @@ impl Execution {
     /// The outputs so far.
     pub fn outputs(&self) -> Vec<Output> {
         self.state().outputs.clone()
+    }
+
+    /// The outputs so far and the execution count, read together.
+    pub fn outputs_and_count(&self) -> (Vec<Output>, Option<u64>) {
+        let st = self.state();
+        (st.outputs.clone(), st.execution_count)
     }
 
     /// One line on where a going run stands (a task's status message).
@@ -226,6 +242,8 @@ pub struct Executions {
     /// Every run task, so a shutdown can wait for them (see `drain`).
     tasks: TaskTracker,
     draining: std::sync::atomic::AtomicBool,
+    /// Where runs that may outlive this process are written down (none: they are not).
+    registry: Option<Arc<Registry>>,
 }
 
 /// What a shutdown's drain saw.
@@ -238,14 +256,23 @@ pub struct Drained {
 }
 
 impl Executions {
-    pub fn new(metrics: Arc<GatewayMetrics>, text_limit: usize) -> Self {
+    pub fn new(
+        metrics: Arc<GatewayMetrics>,
+        text_limit: usize,
+        registry: Option<Arc<Registry>>,
+    ) -> Self {
         Self {
             runs: Mutex::new(HashMap::new()),
             metrics,
             text_limit,
             tasks: TaskTracker::new(),
             draining: Default::default(),
+            registry,
         }
+    }
+
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        self.registry.as_ref()
     }
 
     /// Whether a shutdown's drain has begun.
@@ -254,9 +281,10 @@ impl Executions {
     }
 
     /// A shutdown: no new runs; waits up to `limit` for the runs going to end and be
-    /// written into their notebooks. A run still going then is written as it stands, with
-    /// a note that the gateway stopped (the kernel goes on with it; its later output is
-    /// not recorded), so the notebook never silently lacks a cell that ran.
+    /// written into their notebooks. A run still going then is handed over: written down
+    /// as it stands for the next gateway process to go on with (`journal`), or, when it
+    /// cannot be, recorded in the notebook as it stands with a note that the gateway
+    /// stopped, so the notebook never silently lacks a cell that ran.
     pub async fn drain(&self, limit: Duration) -> Drained {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -278,35 +306,10 @@ impl Executions {
             .filter(|e| !e.status().finished())
             .cloned()
             .collect();
-        let mut recorded = vec![];
         for exec in &left {
-            if !matches!(exec.placement, Placement::Append) {
-                continue;
-            }
-            let mut outputs = exec.outputs();
-            outputs.push(Output::Stream {
-                name: "stderr".into(),
-                text: format!(
-                    "\n[slurmlab: the gateway stopped after {}s of this run; the kernel went on \
-                     with it, but output after this point is not recorded]\n",
-                    exec.started.elapsed().as_secs()
-                ),
-            });
-            let metadata = record::cell_metadata(
-                &exec.id,
-                exec.started.elapsed().as_millis(),
-                "running when the gateway stopped",
-            );
-            recorded.push(exec.session.notebook.submit(Change::Append {
-                source: exec.code.clone(),
-                outputs,
-                execution_count: None,
-                metadata,
-            }));
+            exec.handoff.cancel();
         }
-        for queued in recorded {
-            let _ = tokio::time::timeout(Duration::from_secs(5), record::answer(queued)).await;
-        }
+        let _ = tokio::time::timeout(HANDOFF, self.tasks.wait()).await;
         Drained {
             finished: going.len() - left.len(),
             left_running: left.len(),
@@ -333,11 +336,11 @@ impl Executions {
         }
         let (done, _) = watch::channel(false);
         let exec = Arc::new(Execution {
+            handoff: CancellationToken::new(),
             id: names::execution_id(),
             session,
             owner: owner.clone(),
             code: req.code.clone(),
-            placement: req.placement,
             started: Instant::now(),
             created_at: k8s_openapi::jiff::Timestamp::now().to_string(),
             ttl: req.timeout.saturating_add(KEEP_FINISHED),
@@ -369,8 +372,64 @@ impl Executions {
             req,
             self.text_limit,
             self.metrics.clone(),
+            self.registry.clone(),
         ));
         Ok(exec)
+    }
+
+    /// Goes on with a run a previous gateway process left (`reattach`): under its id and
+    /// owner, from the outputs its journal holds. Returns once the run holds the kernel's
+    /// channel.
+    pub async fn resume(&self, session: Arc<LiveSession>, record: RunRecord, file: JournalFile) {
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        let ago = u64::try_from(now.saturating_sub(record.started_unix_ms)).unwrap_or(0);
+        let started = Instant::now()
+            .checked_sub(Duration::from_millis(ago))
+            .unwrap_or_else(Instant::now);
+        let timeout = Duration::from_secs(record.timeout_seconds);
+        let outputs = file.outputs();
+        let (done, _) = watch::channel(false);
+        let exec = Arc::new(Execution {
+            handoff: CancellationToken::new(),
+            id: record.id.clone(),
+            session: session.clone(),
+            owner: record.owner.clone(),
+            code: file.code.clone(),
+            started,
+            created_at: record.created_at.clone(),
+            ttl: timeout.saturating_add(KEEP_FINISHED),
+            cancel: CancellationToken::new(),
+            state: Mutex::new(ExecState {
+                status: ExecStatus::Running,
+                outputs: outputs.clone(),
+                execution_count: file.execution_count,
+                failure: None,
+                duration: None,
+                full_output_path: None,
+                record_error: None,
+            }),
+            done,
+        });
+        self.runs().insert(exec.id.clone(), exec.clone());
+        self.metrics.running_executions.inc();
+        let (locked, holds) = tokio::sync::oneshot::channel();
+        let (text_limit, metrics, registry) =
+            (self.text_limit, self.metrics.clone(), self.registry.clone());
+        self.tasks.spawn(async move {
+            let slot = session.kernel.lock().await;
+            let _ = locked.send(());
+            let from = Follow {
+                started,
+                outputs,
+                execution_count: file.execution_count,
+                idle_check: Some(IDLE_CHECK),
+            };
+            follow(
+                exec, slot, record, from, timeout, true, file.code, text_limit, metrics, registry,
+            )
+            .await;
+        });
+        let _ = holds.await;
     }
 
     /// Forgets runs that finished more than an hour ago (called periodically).
@@ -429,17 +488,107 @@ async fn run(
     req: RunRequest,
     text_limit: usize,
     metrics: Arc<GatewayMetrics>,
+    registry: Option<Arc<Registry>>,
 ) {
     let session = exec.session.clone();
     let mut slot = session.kernel.lock().await;
     exec.state().status = ExecStatus::Running;
+    let sent = match session.channel(&mut slot).await {
+        Ok(channel) => channel
+            .send_execute(&req.code, req.store_history)
+            .await
+            .map_err(GatewayError::from),
+        Err(e) => Err(e),
+    };
+    let msg_id = match sent {
+        Ok(id) => id,
+        Err(e) => {
+            *slot = None;
+            {
+                let mut st = exec.state();
+                st.duration = Some(exec.started.elapsed());
+                st.failure = Some(e.to_string());
+                st.status = ExecStatus::Failed;
+            }
+            finish(
+                &exec,
+                &req.code,
+                req.placement,
+                &metrics,
+                None,
+                Some(slot),
+                None,
+            )
+            .await;
+            return;
+        }
+    };
+    let record = RunRecord {
+        id: exec.id.clone(),
+        session: session.id.to_string(),
+        owner: exec.owner.clone(),
+        kernel_id: session.kernel_id.clone(),
+        msg_id: msg_id.clone(),
+        placement: req.placement,
+        created_at: exec.created_at.clone(),
+        started_unix_ms: unix_ms_ago(exec.started.elapsed()),
+        timeout_seconds: req.timeout.as_secs(),
+        notebook_path: session.notebook_path.clone(),
+    };
+    let from = Follow::new(exec.started);
+    follow(
+        exec,
+        slot,
+        record,
+        from,
+        req.timeout,
+        req.store_history,
+        req.code,
+        text_limit,
+        metrics,
+        registry,
+    )
+    .await;
+}
+
+/// Milliseconds since the epoch, `ago` before now.
+fn unix_ms_ago(ago: Duration) -> i64 {
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    now.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Follows a sent run to its end (or to a hand-over), journaling it while it goes when it
+/// is recorded and a registry is set, and records it.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    exec: Arc<Execution>,
+    mut slot: tokio::sync::MutexGuard<'_, Option<crate::jupyter::KernelChannel>>,
+    record: RunRecord,
+    from: Follow,
+    timeout: Duration,
+    store_history: bool,
+    code: String,
+    text_limit: usize,
+    metrics: Arc<GatewayMetrics>,
+    registry: Option<Arc<Registry>>,
+) {
+    let session = exec.session.clone();
     // Recorded runs keep a head and a tail of their text in memory and stream the whole
     // to a file next to the notebook once it passes the text limit.
-    let recorded = !matches!(req.placement, Placement::Nowhere);
+    let recorded = !matches!(record.placement, Placement::Nowhere);
     let mut spill = recorded.then(|| {
         let path = names::output_file(&session.notebook_path, &exec.id);
         Spill::new(session.server.clone(), path, text_limit)
     });
+    let keeper = registry.as_ref().filter(|_| recorded).map(|r| {
+        Keeper::spawn(
+            r.clone(),
+            session.server.clone(),
+            exec.clone(),
+            record.clone(),
+        )
+    });
+    let changed = keeper.as_ref().map(|k| k.changed.clone());
     let budget = match &spill {
         Some(s) => OutputBudget {
             whole_at: Some(s.path().to_owned()),
@@ -448,41 +597,99 @@ async fn run(
         None => OutputBudget::default(),
     };
     let options = ExecuteOptions {
-        timeout: req.timeout,
+        timeout,
         cancel: exec.cancel.clone(),
-        store_history: req.store_history,
+        store_history,
         budget,
         pace: spill.as_ref().map(Spill::pace),
     };
-    let result = match session.channel(&mut slot).await {
-        Ok(channel) => channel
-            .execute_with(&req.code, options, |change| {
+    let followed = match session.channel(&mut slot).await {
+        Ok(channel) => {
+            let going = channel.follow(&record.msg_id, options, from, |change| {
                 if let Some(s) = spill.as_mut() {
                     s.observe(change);
                 }
                 change.apply_to(&mut exec.state().outputs);
-            })
-            .await
-            .map_err(GatewayError::from),
-        Err(e) => Err(e),
+                if let Some(c) = &changed {
+                    c.notify_one();
+                }
+            });
+            tokio::select! {
+                r = going => Some(r.map_err(GatewayError::from)),
+                _ = exec.handoff.cancelled() => None,
+            }
+        }
+        Err(e) => Some(Err(e)),
+    };
+    if followed.is_none() {
+        // Handed over: close the channel now, so Jupyter starts keeping the kernel's
+        // messages for the next process at once (what reached this socket unread is lost).
+        *slot = None;
+    }
+    let registered = match keeper {
+        Some(k) => k.stop().await,
+        None => false,
+    };
+    let Some(result) = followed else {
+        // A shutdown's drain: the next gateway process goes on with a run written down;
+        // one that is not is recorded as it stands.
+        if registered {
+            tracing::info!(execution = %exec.id, "run handed over to the next gateway process");
+            metrics.running_executions.dec();
+            exec.state().failure = Some("handed over to the next gateway process".into());
+            exec.done.send_replace(true);
+            return;
+        }
+        {
+            let mut st = exec.state();
+            st.outputs.push(Output::Stream {
+                name: "stderr".into(),
+                text: format!(
+                    "\n[slurmlab: the gateway stopped after {}s of this run; the kernel went \
+                     on with it, but output after this point is not recorded]\n",
+                    exec.started.elapsed().as_secs()
+                ),
+            });
+            st.duration = Some(exec.started.elapsed());
+        }
+        let note = Some("running when the gateway stopped");
+        finish(
+            &exec,
+            &code,
+            record.placement,
+            &metrics,
+            note,
+            Some(slot),
+            None,
+        )
+        .await;
+        return;
     };
     if result.is_err() {
         // Reconnect on the next run.
         *slot = None;
     }
-    let (status, duration) = {
+    {
         let mut st = exec.state();
         match &result {
             Ok(done) => {
                 st.outputs = done.outputs.clone();
                 st.execution_count = done.execution_count;
-                st.duration = Some(done.duration);
+                st.duration = Some(exec.started.elapsed());
                 st.status = if done.cancelled {
                     ExecStatus::Cancelled
+                } else if done.lost_end {
+                    st.failure = Some(
+                        "the kernel finished this run while no gateway listened, and its last \
+                         messages were not kept (another client connected to the kernel \
+                         meanwhile); its outputs up to the restart are shown"
+                            .into(),
+                    );
+                    ExecStatus::Failed
                 } else if done.interrupted {
                     st.failure = Some(format!(
                         "timed out after {}s; the kernel was interrupted",
-                        req.timeout.as_secs()
+                        timeout.as_secs()
                     ));
                     ExecStatus::Failed
                 } else if done.status == "ok" {
@@ -497,9 +704,7 @@ async fn run(
                 st.status = ExecStatus::Failed;
             }
         }
-        (st.status, st.duration.unwrap_or_default())
-    };
-    let outputs = exec.state().outputs.clone();
+    }
     if let Some(spill) = spill {
         match spill.finish().await {
             Ok(path) => exec.state().full_output_path = path,
@@ -508,23 +713,61 @@ async fn run(
             }
         }
     }
+    let journal = registry.filter(|_| registered).map(|r| (r, record.clone()));
+    finish(
+        &exec,
+        &code,
+        record.placement,
+        &metrics,
+        None,
+        Some(slot),
+        journal,
+    )
+    .await;
+}
+
+type Slot<'a> = tokio::sync::MutexGuard<'a, Option<crate::jupyter::KernelChannel>>;
+
+/// Records a run that ended. Its cell is queued before the run reads as finished and
+/// before the kernel is released (`slot`), so the notebook's order is the run order and a
+/// later read sees this cell; then the write is awaited and the run's journal forgotten.
+async fn finish(
+    exec: &Arc<Execution>,
+    code: &str,
+    placement: Placement,
+    metrics: &GatewayMetrics,
+    status_note: Option<&str>,
+    slot: Option<Slot<'_>>,
+    journal: Option<(Arc<Registry>, RunRecord)>,
+) {
+    let (status, duration, outputs, execution_count) = {
+        let st = exec.state();
+        (
+            st.status,
+            st.duration.unwrap_or_default(),
+            st.outputs.clone(),
+            st.execution_count,
+        )
+    };
     metrics.execution(status.as_str(), duration);
     metrics.running_executions.dec();
-    // Queue the cell before the run reads as finished and before the kernel is released,
-    // so the notebook's order is the run order and a later read sees this cell.
-    let execution_count = exec.state().execution_count;
-    let metadata = record::cell_metadata(&exec.id, duration.as_millis(), status.as_str());
-    let queued = match req.placement {
+    let metadata = record::cell_metadata(
+        &exec.id,
+        duration.as_millis(),
+        status_note.unwrap_or(status.as_str()),
+    );
+    let session = &exec.session;
+    let queued = match placement {
         Placement::Nowhere => None,
         Placement::Append => Some(session.notebook.submit(Change::Append {
-            source: req.code,
+            source: code.to_owned(),
             outputs,
             execution_count,
             metadata,
         })),
         Placement::Replace(index) => Some(session.notebook.submit(Change::Replace {
             index,
-            source: req.code,
+            source: code.to_owned(),
             outputs,
             execution_count,
         })),
@@ -536,5 +779,8 @@ async fn run(
     {
         tracing::warn!(session = %session.id, execution = %exec.id, error = %e, "cannot record the cell in the notebook");
         exec.state().record_error = Some(e.to_string());
+    }
+    if let Some((registry, record)) = journal {
+        journal::forget(&registry, &session.server, &record).await;
     }
 }

@@ -11,8 +11,10 @@ use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, Token
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
-/// The identity a tool call runs as.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// The identity a tool call runs as (serialised in the records of runs a restarted
+/// gateway takes over: `journal`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Caller {
     /// stdio: the gateway's own kubeconfig identity (no impersonation), named as the API
     /// server knows it, so sessions started over stdio and over HTTP by the same

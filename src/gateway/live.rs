@@ -101,13 +101,22 @@ impl LiveSession {
         *lock(&self.last_used) = Instant::now();
     }
 
+    /// The websocket session the gateway connects to this kernel as: the same in every
+    /// gateway process, so one restarted gets the messages the kernel sent meanwhile
+    /// (see `KernelChannel::connect`, `reattach`).
+    pub fn channel_session(&self) -> String {
+        format!("slurmlab-gateway-{}", self.uid)
+    }
+
     /// The kernel channel, connected if needed.
     pub async fn channel<'a>(
         &self,
         slot: &'a mut Option<KernelChannel>,
     ) -> Result<&'a mut KernelChannel, GatewayError> {
         if slot.is_none() {
-            *slot = Some(KernelChannel::connect(&self.server, &self.kernel_id).await?);
+            let session = self.channel_session();
+            *slot =
+                Some(KernelChannel::connect(&self.server, &self.kernel_id, Some(&session)).await?);
         }
         slot.as_mut()
             .ok_or_else(|| GatewayError::Failed("kernel channel missing".into()))

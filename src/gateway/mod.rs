@@ -6,7 +6,9 @@
 //! - [`access`]: Kubernetes clients impersonating callers.
 //! - [`sessions`]: allocations and sessions through the API server.
 //! - [`live`]: Ready sessions: Jupyter server, kernel channel, notebook lock.
-//! - [`executions`]: runs, sync or async, recorded in the notebook ([`record`]).
+//! - [`executions`]: runs, sync or async, recorded in the notebook ([`record`]); runs
+//!   that may outlive the process are written down ([`journal`]) and taken over by the
+//!   next one ([`reattach`]).
 //! - [`render`]: outputs as MCP content; [`summary`], [`files`], [`workspace`].
 //! - [`tools`]: the MCP tools and resources; [`tasks`]: long calls as MCP Tasks;
 //!   [`http`]: transports, auth, health, metrics.
@@ -17,10 +19,12 @@ pub mod executions;
 pub mod files;
 pub mod http;
 pub mod identity;
+pub mod journal;
 pub mod live;
 pub mod metrics;
 pub mod names;
 pub mod params;
+pub mod reattach;
 pub mod record;
 pub mod render;
 pub mod reply;
@@ -48,6 +52,9 @@ use self::identity::Authenticator;
 use self::sessions::{ResourceRequest, SessionDefaults};
 use self::state::{GatewayState, Settings};
 use self::tools::SlurmlabMcp;
+
+/// How long a starting gateway spends taking over the previous process's runs.
+const TAKE_OVER_LIMIT: Duration = Duration::from_secs(60);
 
 /// The audience bearer tokens are minted for by default.
 pub const DEFAULT_TOKEN_AUDIENCE: &str = "slurmlab";
@@ -114,10 +121,18 @@ pub struct GatewayArgs {
     pub reply_limit_bytes: usize,
     /// On SIGTERM, wait this long for running executions to end and be written into
     /// their notebooks before exiting (new runs are refused meanwhile); a run still going
-    /// then is recorded as it stands, with a note. Keep it under the pod's
-    /// terminationGracePeriodSeconds.
+    /// then is handed over to the next gateway process (with a state namespace), else
+    /// recorded as it stands, with a note. Keep it under the pod's
+    /// terminationGracePeriodSeconds (less 10 s for the hand-over).
     #[arg(long, default_value_t = 25)]
     pub drain_seconds: u64,
+    /// Namespace of the gateway's own state: the ConfigMap `slurmlab-gateway-runs`
+    /// recording runs that may outlive this process (longer than 2 s), so a restarted
+    /// gateway (SIGKILL, or a drain that ended with runs going) goes on with them under
+    /// their ids. In a pod, its own namespace (the chart sets it); empty: runs end with
+    /// the process.
+    #[arg(long, env = "SLURMLAB_STATE_NAMESPACE", default_value = "")]
+    pub state_namespace: String,
     /// HTTP: audiences a bearer token must be valid for (TokenReview). The default is the
     /// gateway's own, so a token minted for the API server or another service is refused
     /// (agents use `kubectl create token <sa> --audience slurmlab`); an empty value
@@ -221,7 +236,25 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayRunError> {
         .cloned()
         .collect();
     let auth = Arc::new(Authenticator::new(access.own(), audiences));
-    let state = Arc::new(GatewayState::new(access, defaults, settings));
+    let registry = (!args.state_namespace.is_empty())
+        .then(|| Arc::new(journal::Registry::new(access.own(), &args.state_namespace)));
+    let state = Arc::new(GatewayState::new(access, defaults, settings, registry));
+    // Before serving: runs a previous process left are taken over first, so no new run
+    // reaches a kernel's channel ahead of the messages Jupyter kept for them.
+    // Bounded: an unreachable Jupyter server must not keep the gateway from serving.
+    match tokio::time::timeout(TAKE_OVER_LIMIT, reattach::take_over(&state)).await {
+        Ok(taken) if taken.total() > 0 => tracing::info!(
+            resumed = taken.resumed,
+            recorded = taken.already_recorded,
+            lost = taken.lost,
+            "runs of the previous gateway process taken over"
+        ),
+        Ok(_) => {}
+        Err(_) => tracing::warn!(
+            "taking over the previous process's runs took over {TAKE_OVER_LIMIT:?}; serving \
+             (runs not reached stay recorded for the next start)"
+        ),
+    }
     let drain_limit = Duration::from_secs(args.drain_seconds);
     let shutdown = CancellationToken::new();
     let health_addr = args.health_addr.or(match args.transport {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::access::KubeAccess;
 use super::executions::Executions;
 use super::identity::Caller;
+use super::journal::Registry;
 use super::live::LiveSessions;
 use super::metrics::GatewayMetrics;
 use super::sessions::{SessionDefaults, Sessions};
@@ -88,12 +89,17 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    pub fn new(access: KubeAccess, defaults: SessionDefaults, settings: Settings) -> Self {
+    pub fn new(
+        access: KubeAccess,
+        defaults: SessionDefaults,
+        settings: Settings,
+        registry: Option<Arc<Registry>>,
+    ) -> Self {
         let metrics = Arc::new(GatewayMetrics::default());
         Self {
             sessions: Sessions::new(access.own(), defaults),
             live: LiveSessions::new(access.own()),
-            executions: Executions::new(metrics.clone(), settings.text_limit),
+            executions: Executions::new(metrics.clone(), settings.text_limit, registry),
             // Longer than any start may wait, so a task never expires while it waits.
             start_tasks: StartTasks::new(MAX_START_WAIT.saturating_add(Duration::from_secs(3600))),
             access,

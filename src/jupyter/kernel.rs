@@ -40,6 +40,48 @@ pub enum Output {
 }
 
 impl Output {
+    /// An nbformat v4 output object read back (None for one of another shape).
+    pub fn from_nbformat(v: &Value) -> Option<Self> {
+        let map = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let text = |k: &str| match v.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            // nbformat allows multiline text as a list of lines.
+            Some(Value::Array(lines)) => Some(lines.iter().filter_map(Value::as_str).collect()),
+            _ => None,
+        };
+        Some(match v.get("output_type")?.as_str()? {
+            "stream" => Self::Stream {
+                name: v.get("name")?.as_str()?.to_owned(),
+                text: text("text")?,
+            },
+            "execute_result" => Self::Result {
+                execution_count: v.get("execution_count").and_then(Value::as_u64),
+                data: map("data"),
+                metadata: map("metadata"),
+            },
+            "display_data" => Self::Display {
+                data: map("data"),
+                metadata: map("metadata"),
+            },
+            "error" => Self::Error {
+                ename: v.get("ename")?.as_str()?.to_owned(),
+                evalue: v.get("evalue")?.as_str()?.to_owned(),
+                traceback: v
+                    .get("traceback")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect(),
+            },
+            _ => return None,
+        })
+    }
+
     /// The output as a notebook (nbformat v4) output object.
     pub fn to_nbformat(&self) -> Value {
         match self {
@@ -112,7 +154,36 @@ pub struct Execution {
     pub interrupted: bool,
     /// The interrupt came from [`ExecuteOptions::cancel`].
     pub cancelled: bool,
+    /// Followed after a reconnect, the run's end never came: the kernel went idle, but
+    /// its last messages were not kept for this client (see [`Follow::idle_check`]).
+    pub lost_end: bool,
     pub duration: Duration,
+}
+
+/// Where [`KernelChannel::follow`] picks a run up.
+#[derive(Clone, Debug)]
+pub struct Follow {
+    /// When the run was sent (its timeout and duration count from here).
+    pub started: Instant,
+    /// Its outputs so far, and its execution count if known.
+    pub outputs: Vec<Output>,
+    pub execution_count: Option<u64>,
+    /// For a run sent before a reconnect: how long without a message of the run before
+    /// the kernel's state is asked, and then how long an idle kernel may stay silent
+    /// before the run's end counts as lost.
+    pub idle_check: Option<Duration>,
+}
+
+impl Follow {
+    /// A run just sent.
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            outputs: vec![],
+            execution_count: None,
+            idle_check: None,
+        }
+    }
 }
 
 /// How to run one `execute_request`.
@@ -164,20 +235,27 @@ pub struct KernelChannel {
 }
 
 impl KernelChannel {
-    /// Opens `/api/kernels/{id}/channels`.
-    pub async fn connect(server: &JupyterServer, kernel_id: &str) -> Result<Self, JupyterError> {
+    /// Opens `/api/kernels/{id}/channels`, as websocket session `session` if given.
+    /// Jupyter keeps a kernel's messages while no connection is open and hands them to the
+    /// next connection of the same session (a connection of another session discards
+    /// them), so a client that always connects as the same session gets what the kernel
+    /// said while it was away.
+    pub async fn connect(
+        server: &JupyterServer,
+        kernel_id: &str,
+        session: Option<&str>,
+    ) -> Result<Self, JupyterError> {
         let remote = RemoteServer {
             base_url: server.base_url().to_owned(),
             token: server.token().to_owned(),
         };
-        let (socket, _) =
-            remote
-                .connect_to_kernel(kernel_id)
-                .await
-                .map_err(|e| JupyterError::Channel {
-                    kernel_id: kernel_id.to_owned(),
-                    detail: format!("cannot connect: {}", error_chain(e.as_ref())),
-                })?;
+        let (socket, _) = remote
+            .connect_to_kernel_with_session(kernel_id, session)
+            .await
+            .map_err(|e| JupyterError::Channel {
+                kernel_id: kernel_id.to_owned(),
+                detail: format!("cannot connect: {}", error_chain(e.as_ref())),
+            })?;
         let (writer, reader) = socket.split();
         Ok(Self {
             kernel_id: kernel_id.to_owned(),
@@ -248,17 +326,20 @@ impl KernelChannel {
         &mut self,
         code: &str,
         options: ExecuteOptions,
-        mut observe: impl FnMut(OutputChange<'_>),
+        observe: impl FnMut(OutputChange<'_>),
     ) -> Result<Execution, JupyterError> {
-        let ExecuteOptions {
-            timeout,
-            cancel,
-            store_history,
-            budget,
-            pace,
-        } = options;
-        let mut bounded = Bounded::new(budget);
         let started = Instant::now();
+        let msg_id = self.send_execute(code, options.store_history).await?;
+        self.follow(&msg_id, options, Follow::new(started), observe)
+            .await
+    }
+
+    /// Sends an `execute_request`; returns its message id (what its outputs answer to).
+    pub async fn send_execute(
+        &mut self,
+        code: &str,
+        store_history: bool,
+    ) -> Result<String, JupyterError> {
         let mut request = ExecuteRequest::new(code.to_owned());
         request.store_history = store_history;
         let request: JupyterMessage = request.into();
@@ -267,17 +348,69 @@ impl KernelChannel {
             .send(request)
             .await
             .map_err(|e| self.channel_error(format!("send failed: {e}")))?;
-        let mut deadline = tokio::time::Instant::now() + timeout;
+        Ok(msg_id)
+    }
+
+    /// Collects the outputs of the run `msg_id` until its reply and `idle` (see
+    /// [`Follow`] for a run sent earlier, e.g. by a gateway process before a restart).
+    pub async fn follow(
+        &mut self,
+        msg_id: &str,
+        options: ExecuteOptions,
+        from: Follow,
+        mut observe: impl FnMut(OutputChange<'_>),
+    ) -> Result<Execution, JupyterError> {
+        let ExecuteOptions {
+            timeout,
+            cancel,
+            store_history: _,
+            budget,
+            pace,
+        } = options;
+        let Follow {
+            started,
+            outputs,
+            execution_count,
+            idle_check,
+        } = from;
+        let mut bounded = Bounded::new(budget);
+        for o in &outputs {
+            if let Output::Result { data, .. } | Output::Display { data, .. } = o {
+                bounded.admit_rich(bundle_size(data));
+            }
+        }
+        let mut deadline = tokio::time::Instant::now() + timeout.saturating_sub(started.elapsed());
         let mut exec = Execution {
-            outputs: vec![],
-            execution_count: None,
+            outputs,
+            execution_count,
             status: "ok".into(),
             interrupted: false,
             cancelled: false,
+            lost_end: false,
             duration: Duration::ZERO,
         };
+        // Reattached: when the kernel says it is idle and nothing of this run came for a
+        // while, its end was lost (the messages were not kept for us).
+        let mut quiet_since = tokio::time::Instant::now();
+        let mut idle_seen_at: Option<tokio::time::Instant> = None;
         let (mut replied, mut idle) = (false, false);
         while !(replied && idle) {
+            if let Some(check) = idle_check {
+                let now = tokio::time::Instant::now();
+                if let Some(at) = idle_seen_at
+                    && now.duration_since(at) >= check
+                {
+                    exec.lost_end = true;
+                    break;
+                }
+                if idle_seen_at.is_none() && now.duration_since(quiet_since) >= check {
+                    let state = self.server.kernel(&self.kernel_id).await?;
+                    if state.and_then(|k| k.execution_state).as_deref() == Some("idle") {
+                        idle_seen_at = Some(now);
+                    }
+                    quiet_since = now;
+                }
+            }
             if let Some(pace) = &pace {
                 // Wait for the consumer; the timeout and a cancel still apply below.
                 tokio::select! {
@@ -286,8 +419,13 @@ impl KernelChannel {
                     _ = cancel.cancelled() => {}
                 }
             }
+            let tick = match idle_check {
+                Some(check) => quiet_since + check,
+                None => deadline,
+            };
             let next = tokio::select! {
                 next = tokio::time::timeout_at(deadline, self.reader.next()) => next,
+                _ = tokio::time::sleep_until(tick), if idle_check.is_some() && tick < deadline => continue,
                 _ = cancel.cancelled(), if !exec.interrupted && !exec.cancelled => {
                     exec.cancelled = true;
                     exec.interrupted = true;
@@ -319,9 +457,11 @@ impl KernelChannel {
                     ));
                 }
             };
-            if msg.parent_header.as_ref().map(|h| h.msg_id.as_str()) != Some(msg_id.as_str()) {
+            if msg.parent_header.as_ref().map(|h| h.msg_id.as_str()) != Some(msg_id) {
                 continue;
             }
+            quiet_since = tokio::time::Instant::now();
+            idle_seen_at = None;
             let pushed = match msg.content {
                 JupyterMessageContent::StreamContent(s) => {
                     let name = match s.name {
@@ -490,6 +630,18 @@ mod tests {
             traceback: vec!["tb".into()],
         };
         assert_eq!(err.to_nbformat()["output_type"], "error");
+        // And back.
+        for o in [&out, &err] {
+            assert_eq!(Output::from_nbformat(&o.to_nbformat()).as_ref(), Some(o));
+        }
+        let lines = json!({"output_type": "stream", "name": "stdout", "text": ["a\n", "b"]});
+        assert_eq!(
+            Output::from_nbformat(&lines),
+            Some(Output::Stream {
+                name: "stdout".into(),
+                text: "a\nb".into()
+            })
+        );
         // nbformat accepts what we produce.
         let parsed: nbformat::v4::Output = serde_json::from_value(err.to_nbformat()).unwrap();
         assert!(matches!(parsed, nbformat::v4::Output::Error(_)));

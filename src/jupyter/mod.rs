@@ -10,7 +10,7 @@ mod server;
 
 pub use bounded::OutputBudget;
 pub use error::JupyterError;
-pub use kernel::{ExecuteOptions, Execution, KernelChannel, Output, OutputChange};
+pub use kernel::{ExecuteOptions, Execution, Follow, KernelChannel, Output, OutputChange};
 pub use server::{ContentModel, JupyterServer, KernelModel, ServerStatus};
 
 /// Refuses a path that is absolute or leaves the server's root, before any request.

@@ -387,6 +387,28 @@ impl JupyterServer {
         .await
     }
 
+    /// Writes a text file into a directory that exists (one request; [`Self::put_file`]
+    /// makes the directories first).
+    pub async fn overwrite_file(&self, path: &str, content: &str) -> Result<(), JupyterError> {
+        let path = check_path(path)?;
+        let body = json!({"type": "file", "format": "text", "content": content});
+        self.call(Method::PUT, &Self::contents_path(path), Some(body), path)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a file (one already gone is fine).
+    pub async fn delete(&self, path: &str) -> Result<(), JupyterError> {
+        let path = check_path(path)?;
+        match self
+            .call(Method::DELETE, &Self::contents_path(path), None, path)
+            .await
+        {
+            Ok(_) | Err(JupyterError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes a file: `format` is `text` or `base64`.
     pub async fn put_file(
         &self,

@@ -26,7 +26,9 @@ pub fn ms(d: Duration) -> f64 {
 pub async fn kernel_start_floor(server: &JupyterServer) -> Duration {
     let t = Instant::now();
     let kernel = server.start_kernel("python3", None).await.unwrap();
-    let mut channel = KernelChannel::connect(server, &kernel.id).await.unwrap();
+    let mut channel = KernelChannel::connect(server, &kernel.id, None)
+        .await
+        .unwrap();
     channel
         .execute("1+1", Duration::from_secs(60))
         .await

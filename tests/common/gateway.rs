@@ -33,9 +33,12 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     /// Starts the gateway (as the admin identity, standing in for its service account)
-    /// for `scope`'s namespace and cluster, and waits until it answers.
+    /// for `scope`'s namespace and cluster, its own state (runs that may outlive it) in
+    /// that namespace too, and waits until it answers.
     pub async fn start(env: &Env, scope: &Scope, extra_args: &[&str]) -> Self {
-        Self::start_as(env, scope, env.kubeconfig(User::Admin), extra_args).await
+        let mut args = vec!["--state-namespace", scope.ns.as_str()];
+        args.extend_from_slice(extra_args);
+        Self::start_as(env, scope, env.kubeconfig(User::Admin), &args).await
     }
 
     /// Starts the gateway with another identity (e.g. the chart's service account).
@@ -99,6 +102,14 @@ impl GatewayProcess {
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
+        }
+    }
+
+    /// SIGKILL (an OOM kill, a lost node): no drain, nothing written on the way out.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
