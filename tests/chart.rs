@@ -11,7 +11,7 @@ use std::process::Command;
 use common::controller::{ControllerProcess, Scope};
 use common::gateway::{GatewayProcess, Mcp, text, user_token};
 use common::{Env, User};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
@@ -225,6 +225,45 @@ async fn the_charts_rbac_runs_the_whole_flow_and_denies_the_rest() {
     forbidden(
         secrets.delete("slurm-jwt", &DeleteParams::default()).await,
         "the gateway deleting a Secret",
+    );
+    // Its own state is one ConfigMap in its namespace: that one it writes, no other it
+    // reads, and none at all in a tenant's namespace.
+    let registry = slurmlab::gateway::journal::Registry::new(gateway.clone(), &release_ns);
+    let record = slurmlab::gateway::journal::RunRecord {
+        id: "ex-test-0123456789".into(),
+        session: format!("{}/s", scope.ns),
+        owner: slurmlab::gateway::identity::Caller::Local {
+            name: "alice".into(),
+        },
+        kernel_id: "k".into(),
+        msg_id: "m".into(),
+        placement: slurmlab::gateway::executions::Placement::Append,
+        created_at: "2026-12-03T00:00:00Z".into(),
+        started_unix_ms: 0,
+        timeout_seconds: 1,
+        notebook_path: "n.ipynb".into(),
+    };
+    registry
+        .add(&record)
+        .await
+        .expect("the gateway records a run");
+    let (records, _) = registry
+        .list()
+        .await
+        .expect("the gateway reads its run records");
+    assert_eq!(records, vec![record.clone()]);
+    registry.remove(&record.id).await.expect("and forgets it");
+    assert!(registry.list().await.unwrap().0.is_empty());
+    let configmaps = Api::<ConfigMap>::namespaced(gateway.clone(), &release_ns);
+    forbidden(
+        configmaps.get("kube-root-ca.crt").await,
+        "the gateway reading another ConfigMap",
+    );
+    forbidden(
+        Api::<ConfigMap>::namespaced(gateway.clone(), &scope.ns)
+            .get(slurmlab::gateway::journal::REGISTRY)
+            .await,
+        "the gateway reading a ConfigMap in a tenant's namespace",
     );
     // Its impersonation reaches users (alice lists her sessions through it), never a
     // group: not system:masters, not even alice's own unless the admin lists it.
