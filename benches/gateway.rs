@@ -9,6 +9,8 @@
 //!    and TypeScript SDKs) over Streamable HTTP, each against a floor block just before.
 //! 4. `start_new_session` on a warm (Ready) allocation vs starting a kernel directly and
 //!    getting its first reply.
+//! 5. `execute_code("1+1")` at notebook cell ~10 vs cell ~1,000 vs a 10 MB notebook, how
+//!    far the record on the server lags behind, and the gateway's peak RSS over it.
 //!
 //! Calls alternate between the paths so each sees the same machine load (including the
 //! Jupyter server saving the notebooks the gateway records); the floor is also measured
@@ -38,6 +40,7 @@ const CALLS: usize = 200;
 const FIGURES: usize = 30;
 const STARTS: usize = 5;
 const SDK_CALLS: usize = 100;
+const SIZE_CALLS: usize = 30;
 const FIGURE: &str = "import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n%matplotlib inline\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()";
 
 #[tokio::main]
@@ -245,6 +248,86 @@ async fn main() {
         "  start_new_session (HTTP):           {:8.1} ms  ratio {:.2}x",
         ms(o),
         ms(o) / ms(f)
+    );
+
+    // What the notebook's size costs a cell: a fresh session's notebook at cell ~10, at
+    // cell ~1,000, and holding 10 MB of figures; and how far the record lags behind.
+    let size_sid = http
+        .ok(
+            "start_new_session",
+            json!({"experiment_name": "bench size"}),
+        )
+        .await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rss_before = gw.peak_rss();
+    let block = |label: &'static str| {
+        let (http, sid) = (&http, size_sid.clone());
+        async move {
+            let mut v = vec![];
+            for _ in 0..SIZE_CALLS {
+                let t = Instant::now();
+                exec(http, &sid, "1+1").await;
+                v.push(t.elapsed());
+            }
+            let m = median(&mut v);
+            (label, m, p90(&v))
+        }
+    };
+    for _ in 0..10 {
+        exec(&http, &size_sid, "1+1").await;
+    }
+    let small = block("cell ~10").await;
+    for _ in 0..(1000 - 10 - SIZE_CALLS) {
+        exec(&http, &size_sid, "1+1").await;
+    }
+    let thousand = block("cell ~1,000").await;
+    let big = "import base64, os\nfor i in range(10):\n    display({'image/png': base64.b64encode(os.urandom(750_000)).decode()}, raw=True)";
+    let r = http
+        .call(
+            "execute_code",
+            json!({"session_id": size_sid, "code": big, "sync_timeout": 300}),
+        )
+        .await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let ten_mb = block("10 MB notebook").await;
+    let last = Instant::now();
+    let size_name = size_sid.split_once('/').unwrap().1.to_owned();
+    let size_path = Api::<JupyterSession>::namespaced(admin.clone(), &scope.ns)
+        .get(&size_name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .notebook_path
+        .unwrap();
+    let cells_now = 10 + (1000 - 10 - SIZE_CALLS) + 2 * SIZE_CALLS + 1 + SIZE_CALLS;
+    let (lag, bytes) = loop {
+        let nb = server.get(&size_path, true).await.unwrap().content;
+        if nb["cells"].as_array().map_or(0, Vec::len) >= cells_now {
+            break (last.elapsed(), nb.to_string().len());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("\nexecute_code(\"1+1\") by notebook size, median of {SIZE_CALLS} (p90):");
+    for (label, m, p) in [&small, &thousand, &ten_mb] {
+        println!(
+            "  {label:<16} {:7.2} ms ({:7.2})  ratio to cell ~10 {:.2}x",
+            ms(*m),
+            ms(*p),
+            ms(*m) / ms(small.1)
+        );
+    }
+    println!(
+        "  the record on the server has every cell {:.2} s after the last call ({cells_now} cells, {:.1} MB; the read included)",
+        lag.as_secs_f64(),
+        bytes as f64 / 1e6
+    );
+    println!(
+        "  gateway peak RSS {:.0} MB before these {cells_now} calls, {:.0} MB after",
+        rss_before as f64 / 1e6,
+        gw.peak_rss() as f64 / 1e6
     );
 
     let metrics = gw.metrics().await;

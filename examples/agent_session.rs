@@ -1,6 +1,8 @@
-//! An example agent session through the MCP gateway, as `make demo` runs it: start a
-//! session on a SLURM job, run a numpy computation, draw a plot (saved as PNG), run a long
-//! cell that goes asynchronous and poll it, then show the notebook that recorded it all.
+//! An example agent session through the MCP gateway, as `make demo` runs it: survey the
+//! partitions, start a session on a SLURM job (an MCP task: the client declares the tasks
+//! extension), check what the job has, run a numpy computation, draw a plot (saved as
+//! PNG), run a long cell that becomes a task and poll it, then show the notebook that
+//! recorded it all.
 //!
 //! ```sh
 //! cargo run --example agent_session -- --url http://127.0.0.1:18000/mcp \
@@ -11,18 +13,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
+    GetTaskParams, ProgressNotificationParam, TaskPayload,
+};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
-/// Prints progress notifications as they arrive (the job's place in SLURM's queue).
+/// Declares the MCP tasks extension (long calls come back as tasks to poll) and prints
+/// progress notifications as they arrive.
 #[derive(Clone, Default)]
 struct Agent;
 
 impl ClientHandler for Agent {
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        info.capabilities = ClientCapabilities::builder().enable_tasks().build();
+        info
+    }
+
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
         if let Some(m) = p.message {
             println!("    … {m}");
@@ -71,12 +83,44 @@ fn texts(r: &CallToolResult) -> String {
 
 type Client = RunningService<RoleClient, Agent>;
 
+/// Calls a tool; a task it answers with is polled (printing its status as it changes)
+/// until it ends.
 async fn call(client: &Client, tool: &str, args: Value) -> Result<CallToolResult, String> {
     let args = args.as_object().cloned().unwrap_or_default();
-    let r = client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+    let answer = client
+        .call_tool_once(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
         .await
         .map_err(|e| format!("{tool}: {e}"))?;
+    let r = match answer {
+        CallToolResponse::Complete(r) => r,
+        CallToolResponse::Task(created) => {
+            let id = created.task.task_id;
+            println!("    task {id}");
+            let mut last = None;
+            loop {
+                let t = client
+                    .get_task(GetTaskParams::new(id.clone()))
+                    .await
+                    .map_err(|e| format!("tasks/get {id}: {e}"))?;
+                if t.task.task.status_message != last {
+                    last = t.task.task.status_message.clone();
+                    if let Some(m) = &last {
+                        println!("    … {m}");
+                    }
+                }
+                match t.task.payload {
+                    TaskPayload::Completed { result } => {
+                        break serde_json::from_value(Value::Object(result))
+                            .map_err(|e| format!("task {id}'s result: {e}"))?;
+                    }
+                    TaskPayload::Working | TaskPayload::InputRequired { .. } => {}
+                    other => return Err(format!("{tool}: task {id} ended {other:?}")),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        other => return Err(format!("{tool}: unexpected answer {other:?}")),
+    };
     if r.is_error == Some(true) {
         return Err(format!("{tool} failed: {}", texts(&r)));
     }
@@ -105,7 +149,22 @@ async fn run(a: Args) -> Result<(), String> {
     let tools = client.list_all_tools().await.map_err(|e| e.to_string())?;
     println!("connected to {} ({} tools)", a.url, tools.len());
 
-    println!("\n1. start_new_session: a Jupyter kernel inside a SLURM job");
+    println!("\n0. list_partitions: where there is room");
+    let survey = structured(&call(&client, "list_partitions", json!({})).await?);
+    for cluster in survey["clusters"].as_array().into_iter().flatten() {
+        for p in cluster["partitions"].as_array().into_iter().flatten() {
+            println!(
+                "    {}/{}: {} nodes, {} of {} CPUs idle",
+                cluster["cluster"].as_str().unwrap_or("?"),
+                p["name"].as_str().unwrap_or("?"),
+                p["nodes"],
+                p["idleCpus"],
+                p["cpus"]
+            );
+        }
+    }
+
+    println!("\n1. start_new_session: a Jupyter kernel inside a SLURM job (a task)");
     let s = structured(
         &call(
             &client,
@@ -121,6 +180,14 @@ async fn run(a: Args) -> Result<(), String> {
         s["node"].as_str().unwrap_or("?"),
         s["allocation"].as_str().unwrap_or("?"),
         s["notebook_path"].as_str().unwrap_or("?")
+    );
+
+    let r = structured(&call(&client, "check_resources", json!({"session_id": sid})).await?);
+    println!(
+        "    the job has {} CPU(s) on {}, {} s left",
+        r["cpus"]["allocated"],
+        r["node"].as_str().unwrap_or("?"),
+        r["time_left_seconds"]
     );
 
     println!("\n2. execute_code: a numpy computation");
@@ -162,45 +229,15 @@ async fn run(a: Args) -> Result<(), String> {
         path.display()
     );
 
-    println!("\n4. execute_code: a long cell goes asynchronous (sync_timeout 3 s) and is polled");
+    println!("\n4. execute_code: a long cell becomes a task (sync_timeout 3 s) and is polled");
     let code = "import time\nfor epoch in range(4):\n    time.sleep(2)\n    print(f'epoch {epoch}: loss {1 / (epoch + 1):.3f}', flush=True)";
-    let pending = structured(
-        &call(
-            &client,
-            "execute_code",
-            json!({"session_id": sid, "code": code, "sync_timeout": 3}),
-        )
-        .await?,
-    );
-    let id = pending["execution_id"]
-        .as_str()
-        .ok_or("the long cell did not go asynchronous")?
-        .to_owned();
-    println!("    pending: execution {id}");
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let st =
-            structured(&call(&client, "get_execution_status", json!({"execution_id": id})).await?);
-        let lines = st["output_so_far"]
-            .as_str()
-            .unwrap_or_default()
-            .lines()
-            .count();
-        println!(
-            "    {} after {:.1} s, {lines} lines of output",
-            st["status"].as_str().unwrap_or("?"),
-            st["elapsed_seconds"].as_f64().unwrap_or(0.0)
-        );
-        if st["status"] != "running" && st["status"] != "queued" {
-            break;
-        }
-    }
-    print!(
-        "{}",
-        indent(&texts(
-            &call(&client, "get_execution_result", json!({"execution_id": id})).await?
-        ))
-    );
+    let done = call(
+        &client,
+        "execute_code",
+        json!({"session_id": sid, "code": code, "sync_timeout": 3}),
+    )
+    .await?;
+    print!("{}", indent(&texts(&done)));
 
     println!("\n5. read_notebook: every step is recorded");
     let nb = structured(&call(&client, "read_notebook", json!({"session_id": sid})).await?);

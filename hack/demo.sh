@@ -69,7 +69,7 @@ k -n demo create rolebinding slurmlab-user-alice --clusterrole=slurmlab-user --u
 
 log "starting the MCP gateway at http://127.0.0.1:18000/mcp (log: $DEMO/gateway.log)"
 setsid "$SLURMLAB" gateway --kubeconfig "$KUBECONFIG_ADMIN" --listen 127.0.0.1:18000 \
-  --health-addr 127.0.0.1:18081 --namespace demo --cluster local \
+  --health-addr 127.0.0.1:18081 --namespace demo --cluster local --state-namespace slurmlab-system \
   >"$DEMO/gateway.log" 2>&1 </dev/null &
 echo $! >"$DEMO/pids/gateway.pid"
 wait_for "the gateway" 30 curl -fsS 127.0.0.1:18081/healthz ||

@@ -1254,3 +1254,99 @@ async fn a_service_user_that_cannot_see_tenant_jobs_is_detected_and_nothing_is_s
     );
     scope.cleanup(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_job_of_a_live_allocation_is_cancelled_as_a_stray() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-stray").await;
+    let ctl = ControllerProcess::start(&env, &scope, &[("SLURMLAB_STRAY_GRACE_SECONDS", "5")]);
+    scope
+        .allocation(&client, "keeper", json!({"cpus": 1, "timeLimit": "20m"}))
+        .await;
+    let alloc = wait_alloc(&client, &scope, "keeper", &ctl, "Ready", |a| {
+        phase(a) == AllocationPhase::Ready
+    })
+    .await;
+    let current = job_id(&alloc);
+    let cluster_uid = Api::<SlurmCluster>::all(client.clone())
+        .get(&scope.cluster)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+
+    // A job this controller signed for the allocation but does not know of, as a second
+    // submission in a failure window (an old leader's, a retried submit) would be: the
+    // same owner and attempt under another nonce, run by the allocation's SLURM user.
+    let key = slurmlab::controller::tag_key::load_or_create(
+        client.clone(),
+        &scope.ns,
+        "slurmlab-job-tag-key",
+    )
+    .await
+    .unwrap();
+    let owner = slurmlab::controller::identity::JobOwner {
+        namespace: scope.ns.clone(),
+        name: "keeper".into(),
+        uid: alloc.metadata.uid.clone().unwrap(),
+        attempt: 0,
+        cluster_uid,
+        nonce: "0123456789abcdef".into(),
+    };
+    let raw = RawSlurm::as_user(&slurm, slurm.newest_version(), &slurm.user);
+    let vars = vec![
+        "PATH=/usr/bin:/bin".to_owned(),
+        format!("HOME=/home/{}", slurm.user),
+    ];
+    let stray = raw
+        .submit_with(
+            &owner.job_name(),
+            "#!/bin/sh\nsleep 600\n",
+            &vars,
+            json!({"comment": owner.comment(&key)}),
+        )
+        .await;
+    assert_ne!(stray, current);
+
+    // The sweep (every 10 s here) cancels it once past its grace; the current job and the
+    // allocation are untouched.
+    let rest = slurm_client(&slurm, None);
+    let cancelled = common::wait_until_ok(Duration::from_secs(90), || async {
+        rest.job(stray)
+            .await
+            .ok()
+            .filter(|j| j.state.base == BaseState::Cancelled)
+    })
+    .await;
+    assert!(
+        cancelled.is_some(),
+        "stray job {stray} was not cancelled:\n{}",
+        ctl.log_tail()
+    );
+    assert_eq!(
+        rest.job(current).await.unwrap().state.base,
+        BaseState::Running
+    );
+    let now = scope.allocations(&client).get("keeper").await.unwrap();
+    assert_eq!(phase(&now), AllocationPhase::Ready);
+    assert_eq!(job_id(&now), current);
+    let out = scope.describe(&env, "computeallocation", "keeper");
+    assert!(
+        out.contains("StrayJobCancelled") && out.contains(&stray.to_string()),
+        "{out}"
+    );
+    let text = ctl.metrics().await;
+    let swept = |reason: &str| {
+        metric_sum(
+            &text,
+            "slurmlab_swept_jobs_total",
+            &[&format!("reason=\"{reason}\"")],
+        )
+    };
+    assert_eq!((swept("stray"), swept("orphan")), (1.0, 0.0), "{text}");
+    scope.cleanup(&client).await;
+}

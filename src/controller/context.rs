@@ -30,6 +30,7 @@ pub struct Settings {
     pub orphan_sweep: std::time::Duration,
     /// One sweep in this many reads the whole job table (0: never).
     pub orphan_full_sweep_every: u64,
+    pub stray_grace: std::time::Duration,
 }
 
 /// Everything a reconcile needs.

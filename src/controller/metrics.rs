@@ -46,6 +46,13 @@ pub struct ForgedLabels {
     pub purpose: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SweptLabels {
+    pub cluster: String,
+    /// `orphan` (its allocation is gone) or `stray` (not its allocation's current job).
+    pub reason: String,
+}
+
 /// Everything the controller exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -58,6 +65,7 @@ pub struct Metrics {
     leader: Gauge,
     lookups: Family<LookupLabels, Counter>,
     forged: Family<ForgedLabels, Counter>,
+    swept: Family<SweptLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +81,12 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let lookups = Family::<LookupLabels, Counter>::default();
         let forged = Family::<ForgedLabels, Counter>::default();
+        let swept = Family::<SweptLabels, Counter>::default();
+        registry.register(
+            "slurmlab_swept_jobs",
+            "Jobs of ours the sweep cancelled: orphans (their allocation is gone) and strays (not their allocation's current job)",
+            swept.clone(),
+        );
         registry.register(
             "slurmlab_forged_jobs",
             "Jobs carrying a slurmlab tag under a SLURM user other than the one the owner maps to: ignored, never adopted or cancelled",
@@ -119,6 +133,7 @@ impl Default for Metrics {
             leader,
             lookups,
             forged,
+            swept,
         }
     }
 }
@@ -183,6 +198,15 @@ impl Metrics {
             .get_or_create(&ForgedLabels {
                 cluster: cluster.into(),
                 purpose: purpose.into(),
+            })
+            .inc();
+    }
+
+    pub fn swept_job(&self, cluster: &str, reason: &str) {
+        self.swept
+            .get_or_create(&SweptLabels {
+                cluster: cluster.into(),
+                reason: reason.into(),
             })
             .inc();
     }

@@ -100,6 +100,11 @@ pub struct ControllerArgs {
         default_value_t = orphans::FULL_SWEEP_EVERY
     )]
     pub orphan_full_sweep_every: u64,
+    /// A job of an existing allocation that is neither its current job nor its claimed
+    /// submission (a second job from a failure window) is cancelled by the sweep once it
+    /// is older than this.
+    #[arg(long, env = "SLURMLAB_STRAY_GRACE_SECONDS", default_value_t = orphans::STRAY_GRACE.as_secs())]
+    pub stray_grace_seconds: u64,
 }
 
 /// Why the controller could not run.
@@ -226,6 +231,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
             cluster_recheck: Duration::from_secs(args.cluster_recheck_seconds.max(1)),
             orphan_sweep: Duration::from_secs(args.orphan_sweep_seconds.max(10)),
             orphan_full_sweep_every: args.orphan_full_sweep_every,
+            stray_grace: Duration::from_secs(args.stray_grace_seconds),
         },
         allocation_trigger: trigger_tx,
         job_owners: Default::default(),

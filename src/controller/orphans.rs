@@ -1,6 +1,9 @@
 //! The orphan sweep: a job slurmlab submitted whose ComputeAllocation no longer exists
 //! (deleted while the controller was down, with its finalizer removed by hand) is
-//! cancelled, with a log line and an event on the SlurmCluster.
+//! cancelled, with a log line and an event on the SlurmCluster. So is a stray: a job of
+//! an allocation that exists but is not its current job nor its claimed submission (a
+//! second job from a failure window), once it is older than [`STRAY_GRACE`], with an
+//! event on the allocation too.
 //!
 //! A sweep asks accounting for the unfinished slurmlab jobs of the users this cluster
 //! maps to and reads only those the poller does not follow already
@@ -29,6 +32,32 @@ use super::job_lookup::{self, Listing};
 /// Default: one sweep in this many reads the whole job table (at the default 300 s
 /// between sweeps: once an hour).
 pub const FULL_SWEEP_EVERY: u64 = 12;
+
+/// Default: a job younger than this is never taken for a stray (its allocation's status
+/// may not name it yet).
+pub const STRAY_GRACE: Duration = Duration::from_secs(300);
+
+/// What the sweep knows of a job of an allocation that exists.
+pub struct JobOfAllocation<'a> {
+    pub id: u64,
+    /// The nonce its tag carries.
+    pub nonce: &'a str,
+    pub submitted: Option<i64>,
+    /// The allocation's current job, and its claimed submission's nonce.
+    pub current: Option<u64>,
+    pub claimed: Option<&'a str>,
+}
+
+/// Whether the job strays from its allocation: neither its current job nor its claimed
+/// submission, and older than `grace` at `now` (pure; unit-tested).
+pub fn is_stray(job: &JobOfAllocation<'_>, now: i64, grace: Duration) -> bool {
+    if job.current == Some(job.id) || (!job.nonce.is_empty() && job.claimed == Some(job.nonce)) {
+        return false;
+    }
+    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    job.submitted
+        .is_some_and(|t| now.saturating_sub(t) >= grace)
+}
 
 /// Whether sweep number `n` (0 = the first after start) reads the whole table.
 pub fn full_sweep(n: u64, every: u64) -> bool {
@@ -149,9 +178,26 @@ pub async fn sweep(
         }
         let api: Api<ComputeAllocation> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         let alive = api.get_opt(&owner.name).await.map_err(|e| e.to_string())?;
-        if alive.as_ref().and_then(|a| a.uid()).as_deref() == Some(owner.uid.as_str()) {
-            continue;
-        }
+        let alive = alive.filter(|a| a.uid().as_deref() == Some(owner.uid.as_str()));
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let stray_of = match &alive {
+            Some(alloc) => {
+                let st = alloc.status.clone().unwrap_or_default();
+                let current = st.job_id();
+                let seen = JobOfAllocation {
+                    id: job.id,
+                    nonce: &owner.nonce,
+                    submitted: job.submit_time,
+                    current,
+                    claimed: st.submit_nonce.as_deref(),
+                };
+                if !is_stray(&seen, now, ctx.settings.stray_grace) {
+                    continue;
+                }
+                Some((alloc, current))
+            }
+            None => None,
+        };
         let user = job.user.clone().unwrap_or_default();
         // Any SLURM user can name a job and write our tag into its comment: only a job
         // whose tag we signed, of the user the owner's namespace maps to, is ours to cancel.
@@ -178,17 +224,46 @@ pub async fn sweep(
             cluster_event(ctx, cluster, "ForgedJobIgnored", &message).await;
             continue;
         }
-        let message = format!(
-            "cancelled orphaned job {} (ComputeAllocation {}/{} with UID {} no longer exists)",
-            job.id, owner.namespace, owner.name, owner.uid
-        );
+        let (reason, message) = match &stray_of {
+            None => (
+                "OrphanCancelled",
+                format!(
+                    "cancelled orphaned job {} (ComputeAllocation {}/{} with UID {} no longer exists)",
+                    job.id, owner.namespace, owner.name, owner.uid
+                ),
+            ),
+            Some((_, current)) => (
+                "StrayJobCancelled",
+                format!(
+                    "cancelled stray job {} of ComputeAllocation {}/{} (attempt {}): its current job is {}; a second job from a failure window",
+                    job.id,
+                    owner.namespace,
+                    owner.name,
+                    owner.attempt,
+                    current.map_or_else(|| "none".to_owned(), |j| j.to_string())
+                ),
+            ),
+        };
         match client.cancel(&user, job.id).await {
             Ok(_) => {
                 cancelled += 1;
                 warn!(%cluster, job = job.id, "{message}");
-                cluster_event(ctx, cluster, "OrphanCancelled", &message).await;
+                ctx.metrics.swept_job(
+                    cluster,
+                    if stray_of.is_some() {
+                        "stray"
+                    } else {
+                        "orphan"
+                    },
+                );
+                cluster_event(ctx, cluster, reason, &message).await;
+                if let Some((alloc, _)) = &stray_of {
+                    ctx.events
+                        .warning(&alloc.object_ref(&()), reason, &message)
+                        .await;
+                }
             }
-            Err(e) => warn!(%cluster, job = job.id, error = %e, "could not cancel an orphaned job"),
+            Err(e) => warn!(%cluster, job = job.id, error = %e, "could not cancel a job of ours"),
         }
     }
     Ok(cancelled)
@@ -197,6 +272,32 @@ pub async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stray_is_an_old_enough_job_that_is_neither_current_nor_claimed() {
+        let now = 1_000 + STRAY_GRACE.as_secs() as i64;
+        let stray = |id, nonce, submitted, current, claimed| {
+            let job = JobOfAllocation {
+                id,
+                nonce,
+                submitted,
+                current,
+                claimed,
+            };
+            is_stray(&job, now, STRAY_GRACE)
+        };
+        let old = Some(1_000);
+        assert!(stray(7, "n7", old, Some(8), Some("n8")));
+        assert!(stray(7, "n7", old, None, None));
+        // The current job, and the claimed submission not yet recorded, are not strays.
+        assert!(!stray(8, "n8", old, Some(8), None));
+        assert!(!stray(9, "n9", old, Some(8), Some("n9")));
+        // Too young, or of unknown age: left for a later sweep.
+        assert!(!stray(7, "n7", Some(now - 10), Some(8), None));
+        assert!(!stray(7, "n7", None, Some(8), None));
+        // An empty nonce (tags from before nonces) never matches an empty claim.
+        assert!(stray(7, "", old, Some(8), Some("")));
+    }
 
     #[test]
     fn the_first_sweep_and_every_nth_read_the_whole_table() {

@@ -140,11 +140,15 @@ impl LiveSessions {
     }
 
     /// Drops sessions nobody used for `max_idle` (deleted ones among them); a later call
-    /// builds them again. Runs still going hold their session themselves.
+    /// builds them again. A session a run still holds stays: a second one built beside it
+    /// would open a second channel as the same websocket session, and Jupyter closes the
+    /// older of two such connections (the run's).
     pub fn prune(&self, max_idle: Duration) -> usize {
         let mut sessions = lock(&self.sessions);
         let before = sessions.len();
-        sessions.retain(|_, live| lock(&live.last_used).elapsed() < max_idle);
+        sessions.retain(|_, live| {
+            Arc::strong_count(live) > 1 || lock(&live.last_used).elapsed() < max_idle
+        });
         lock(&self.checked).retain(|_, at| at.elapsed() < ACCESS_TTL);
         before - sessions.len()
     }
