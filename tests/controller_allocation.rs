@@ -1350,3 +1350,111 @@ async fn a_second_job_of_a_live_allocation_is_cancelled_as_a_stray() {
     assert_eq!((swept("stray"), swept("orphan")), (1.0, 0.0), "{text}");
     scope.cleanup(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_allocations_gets_exactly_its_quota_even_with_the_controller_killed() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let slurm = env.slurm_cluster("trixie");
+    let scope = Scope::create(&client, &slurm, "ctl-quota").await;
+    Api::<SlurmCluster>::all(client.clone())
+        .patch(
+            &scope.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"maxAllocationsPerNamespace": 3}}})),
+        )
+        .await
+        .unwrap();
+    let mut ctl = ControllerProcess::start(&env, &scope, &[]);
+    // Seven at once (as one multi-document `kubectl apply` makes them), and the controller
+    // SIGKILLed twice while it reconciles them.
+    futures::future::join_all((0..7).map(|i| {
+        let (client, scope) = (&client, &scope);
+        async move {
+            scope
+                .allocation(
+                    client,
+                    &format!("burst-{i}"),
+                    json!({"cpus": 1, "timeLimit": "10m"}),
+                )
+                .await
+        }
+    }))
+    .await;
+    for pause in [1500, 2500] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        ctl.kill();
+        ctl = ControllerProcess::start(&env, &scope, &[]);
+    }
+    let rest = slurm_client(&slurm, None);
+    let jobs_in_slurm = || async {
+        rest.find_jobs(&format!("slurmlab-{}-burst-", scope.ns))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|j| !j.state.is_finished())
+            .count()
+    };
+    let settled = |jobs: usize, waiting: usize| {
+        let (client, scope) = (&client, &scope);
+        async move {
+            common::wait_until_ok(Duration::from_secs(90), || async {
+                let all = scope
+                    .allocations(client)
+                    .list(&Default::default())
+                    .await
+                    .ok()?;
+                let with_job = all
+                    .items
+                    .iter()
+                    .filter(|a| a.status.as_ref().and_then(|s| s.job_id()).is_some());
+                let over = all.items.iter().filter(|a| {
+                    a.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.reason == "QuotaExceeded" && c.status == "False")
+                    })
+                });
+                (with_job.count() == jobs && over.count() == waiting).then_some(())
+            })
+            .await
+        }
+    };
+    assert!(
+        settled(3, 4).await.is_some(),
+        "not 3 jobs and 4 waiting:\n{}",
+        ctl.log_tail()
+    );
+    // SLURM's own count agrees, and stays so.
+    assert_eq!(jobs_in_slurm().await, 3);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(jobs_in_slurm().await, 3);
+    // One ends: exactly one waiting allocation takes its place.
+    let all = scope
+        .allocations(&client)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let running = all
+        .items
+        .iter()
+        .find(|a| a.status.as_ref().and_then(|s| s.job_id()).is_some())
+        .unwrap()
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    scope
+        .allocations(&client)
+        .delete(&running, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        settled(3, 3).await.is_some(),
+        "not 3 jobs and 3 waiting after a deletion:\n{}",
+        ctl.log_tail()
+    );
+    assert_eq!(jobs_in_slurm().await, 3);
+    scope.cleanup(&client).await;
+}

@@ -26,7 +26,7 @@ use crate::api::{
 use crate::jupyter::JupyterServer;
 use crate::slurm::{CancelOutcome, SlurmApi, SlurmError};
 
-use super::allocation_state::{Probe, hold_ready, job_status, observe};
+use super::allocation_state::{Probe, counts_for_quota, hold_ready, job_status, observe};
 use super::context::{ClusterHandle, Context};
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
 use super::error::ReconcileError;
@@ -289,11 +289,26 @@ impl<'a> Reconcile<'a> {
             self.status.message = Some(message);
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
-        if let Some(max) = cluster.limits.max_allocations_per_namespace {
+        let attempt = self.status.restarts.max(0);
+        let claimed = self.status.submit_claim == Some(attempt);
+        // A quota counts claimed submissions, not jobs seen: counting and claiming happen
+        // under the namespace's lock (held until this claim is written), so a burst of
+        // allocations gets exactly the room there is. An allocation that holds a claim
+        // already (a crash after claiming) was counted when it claimed.
+        let mut quota_guard = None;
+        if let Some(max) = cluster.limits.max_allocations_per_namespace
+            && !claimed
+        {
+            let guard = self
+                .ctx
+                .quota_lock(&self.ns, &self.alloc.spec.cluster_ref)
+                .lock_owned()
+                .await;
             let active = self
                 .active_allocations_on(&self.alloc.spec.cluster_ref)
                 .await?;
-            if active >= max as usize {
+            quota_guard = Some(guard);
+            if active >= usize::try_from(max).unwrap_or(0) {
                 let message = format!(
                     "namespace {} already has {active} active allocations on {} (limit {max}); waiting for one to end",
                     self.ns, self.alloc.spec.cluster_ref
@@ -311,8 +326,6 @@ impl<'a> Reconcile<'a> {
             "the request is within the cluster's limits",
         );
         let token = self.ensure_token_secret().await?;
-        let attempt = self.status.restarts.max(0);
-        let claimed = self.status.submit_claim == Some(attempt);
         let nonce = match (claimed, &self.status.submit_nonce) {
             (true, Some(n)) => n.clone(),
             _ => identity::new_nonce().map_err(ReconcileError::Other)?,
@@ -369,6 +382,8 @@ impl<'a> Reconcile<'a> {
             self.status.submit_claim = Some(attempt);
             self.status.submit_nonce = Some(owner.nonce.clone());
             writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status).await?;
+            // The claim is written (and counts for the next reconcile in the namespace).
+            drop(quota_guard.take());
             crash_point("after-claim");
             None
         };
@@ -801,17 +816,16 @@ impl<'a> Reconcile<'a> {
     }
 
     /// Allocations of this namespace on the cluster that have not ended (this one excluded).
+    /// The namespace's other allocations on `cluster` that hold a job or a claim to
+    /// submit one, and have not ended (read from the API server, not a cache, so a claim
+    /// written a moment ago counts).
     async fn active_allocations_on(&self, cluster: &str) -> Result<usize, ReconcileError> {
         let list = self.api.list(&Default::default()).await?;
         Ok(list
             .items
             .iter()
             .filter(|a| a.spec.cluster_ref == cluster && a.name_any() != self.name)
-            .filter(|a| {
-                a.status.as_ref().is_some_and(|s| {
-                    s.slurm.as_ref().is_some_and(|j| j.job_id.is_some()) && !s.phase.is_final()
-                })
-            })
+            .filter(|a| a.status.as_ref().is_some_and(counts_for_quota))
             .count())
     }
 

@@ -5,7 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{AllocationPhase, SlurmJobStatus};
+use crate::api::{AllocationPhase, ComputeAllocationStatus, SlurmJobStatus};
 use crate::slurm::{BaseState, JobInfo};
 
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint};
@@ -291,8 +291,28 @@ pub fn job_status(job_id: u64, job: Option<&JobInfo>, user: &str) -> SlurmJobSta
     s
 }
 
+/// Whether an allocation takes room under its namespace's quota: it has not ended and
+/// holds a job or a claim to submit one (a claim counts from before its submit, so
+/// concurrent submissions cannot all fit in the last free place).
+pub fn counts_for_quota(s: &ComputeAllocationStatus) -> bool {
+    !s.phase.is_final() && (s.job_id().is_some() || s.submit_claim.is_some())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_claim_takes_quota_room_before_its_job_exists() {
+        let mut s = ComputeAllocationStatus::default();
+        assert!(!counts_for_quota(&s), "nothing claimed, no job");
+        s.submit_claim = Some(0);
+        assert!(counts_for_quota(&s), "claimed, not yet submitted");
+        s.submit_claim = None;
+        s.slurm = Some(job_status(7, None, "u"));
+        assert!(counts_for_quota(&s), "a job");
+        s.phase = AllocationPhase::Failed;
+        assert!(!counts_for_quota(&s), "ended");
+    }
+
     use super::*;
     use crate::slurm::ExitStatus;
 

@@ -34,6 +34,9 @@ pub struct Settings {
 }
 
 /// Everything a reconcile needs.
+/// Held while a namespace's quota is counted and a claim written (see `Context`).
+pub type QuotaLock = Arc<tokio::sync::Mutex<()>>;
+
 pub struct Context {
     pub client: kube::Client,
     pub events: Events,
@@ -46,9 +49,23 @@ pub struct Context {
     pub job_owners: Mutex<HashMap<(String, u64), ObjectRef<ComputeAllocation>>>,
     /// Signs and verifies job tags.
     pub tag_key: super::identity::TagKey,
+    /// One lock per (namespace, cluster) with a quota: counting the namespace's claimed
+    /// submissions and writing a new claim happen under it, so concurrent reconciles
+    /// cannot each see room for one more.
+    pub quota_locks: Mutex<HashMap<(String, String), QuotaLock>>,
 }
 
 impl Context {
+    /// The quota lock of `namespace` on `cluster`.
+    pub fn quota_lock(&self, namespace: &str, cluster: &str) -> QuotaLock {
+        self.quota_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((namespace.to_owned(), cluster.to_owned()))
+            .or_default()
+            .clone()
+    }
+
     /// Remembers who owns a job, so poller events reach its allocation.
     pub fn own_job(&self, cluster: &str, job_id: u64, owner: ObjectRef<ComputeAllocation>) {
         self.job_owners

@@ -236,6 +236,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         allocation_trigger: trigger_tx,
         job_owners: Default::default(),
         tag_key,
+        quota_locks: Default::default(),
     });
 
     let mut cluster_watch = watcher::Config::default();
