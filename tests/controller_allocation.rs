@@ -83,6 +83,18 @@ async fn cluster_reachability_follows_its_secret() {
     scope.cleanup(&client).await;
 }
 
+/// Whether SLURM reports job `id` cancelled within `limit`.
+async fn cancelled_within(rest: &slurmlab::slurm::RestClient, id: u64, limit: Duration) -> bool {
+    common::wait_until_ok(limit, || async {
+        rest.job(id)
+            .await
+            .ok()
+            .filter(|j| j.state.base == BaseState::Cancelled)
+    })
+    .await
+    .is_some()
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -328,15 +340,8 @@ async fn a_crash_after_submit_leaves_one_adopted_job_and_orphans_are_cancelled()
     let orphan = jobs[0].id;
     // Never the whole table: accounting (slurmdbd) must find the orphan by its user.
     let ctl = ControllerProcess::start(&env, &scope, &[("SLURMLAB_ORPHAN_FULL_SWEEP_EVERY", "0")]);
-    let cancelled = common::wait_until_ok(Duration::from_secs(60), || async {
-        rest.job(orphan)
-            .await
-            .ok()
-            .filter(|j| j.state.base == BaseState::Cancelled)
-    })
-    .await;
     assert!(
-        cancelled.is_some(),
+        cancelled_within(&rest, orphan, Duration::from_secs(60)).await,
         "orphan job {orphan} was not cancelled:\n{}",
         ctl.log_tail()
     );
@@ -1315,15 +1320,8 @@ async fn a_second_job_of_a_live_allocation_is_cancelled_as_a_stray() {
     // The sweep (every 10 s here) cancels it once past its grace; the current job and the
     // allocation are untouched.
     let rest = slurm_client(&slurm, None);
-    let cancelled = common::wait_until_ok(Duration::from_secs(90), || async {
-        rest.job(stray)
-            .await
-            .ok()
-            .filter(|j| j.state.base == BaseState::Cancelled)
-    })
-    .await;
     assert!(
-        cancelled.is_some(),
+        cancelled_within(&rest, stray, Duration::from_secs(90)).await,
         "stray job {stray} was not cancelled:\n{}",
         ctl.log_tail()
     );

@@ -1484,14 +1484,7 @@ async fn task_until_done(mcp: &Mcp, id: &str, within: Duration) -> (GetTaskResul
 
 /// Calls a tool once; the answer must be a task (its seed is returned).
 async fn as_task(mcp: &Mcp, tool: &str, args: Value) -> Task {
-    let args = args.as_object().cloned().unwrap_or_default();
-    match mcp
-        .service
-        .peer()
-        .call_tool_once(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: {e}"))
-    {
+    match mcp.once(tool, args).await {
         CallToolResponse::Task(t) => t.task,
         other => panic!("{tool} answered without a task: {other:?}"),
     }
@@ -1541,21 +1534,8 @@ async fn long_runs_and_session_starts_are_mcp_tasks_for_clients_that_take_them()
 
     // A quick run is answered at once, even to a client that takes tasks.
     let quick = alice
-        .service
-        .peer()
-        .call_tool_once(
-            CallToolRequestParams::new("execute_code").with_arguments(
-                json!({"session_id": sid, "code": "1+1"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
-    let CallToolResponse::Complete(quick) = quick else {
-        panic!("a quick run became a task: {quick:?}");
-    };
+        .complete("execute_code", json!({"session_id": sid, "code": "1+1"}))
+        .await;
     assert_eq!(text(&quick).trim(), "2");
 
     // A run longer than its sync wait is a task whose id is the execution id.
@@ -1581,17 +1561,8 @@ async fn long_runs_and_session_starts_are_mcp_tasks_for_clients_that_take_them()
     );
     // The same run through the execution-id tools.
     let same = alice
-        .service
-        .call_tool(
-            CallToolRequestParams::new("get_execution_result").with_arguments(
-                json!({"execution_id": run.task_id})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
+        .call("get_execution_result", json!({"execution_id": run.task_id}))
+        .await;
     assert_eq!(text(&same), text(&result));
 
     // A cell that raises is a completed task whose result is an error.
@@ -1650,21 +1621,8 @@ async fn long_runs_and_session_starts_are_mcp_tasks_for_clients_that_take_them()
     assert_eq!(done.task.status(), TaskStatus::Cancelled);
     assert!(cancelled_at.elapsed() < Duration::from_secs(30));
     let after = alice
-        .service
-        .peer()
-        .call_tool_once(
-            CallToolRequestParams::new("execute_code").with_arguments(
-                json!({"session_id": sid, "code": "40+2"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
-    let CallToolResponse::Complete(after) = after else {
-        panic!("{after:?}")
-    };
+        .complete("execute_code", json!({"session_id": sid, "code": "40+2"}))
+        .await;
     assert_eq!(text(&after).trim(), "42");
 
     // A start cancelled while it waits ends cancelled; what it created stays.
@@ -1767,30 +1725,17 @@ async fn a_gateway_killed_mid_run_goes_on_with_it_after_a_restart() {
     let (admin, scope, ctl, mut gw) = setup(&env, "trixie", "gw-kill").await;
     let token = user_token(&env, "alice");
     let alice = Mcp::http_with_tasks(&gw.url, Some(&token)).await.unwrap();
-    let started = alice
-        .service
-        .peer()
-        .call_tool_once(
-            CallToolRequestParams::new("start_new_session").with_arguments(
-                json!({"experiment_name": "kill"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
-    let sid = match started {
-        CallToolResponse::Task(t) => {
-            let (done, _) =
-                task_until_done(&alice, &t.task.task_id, Duration::from_secs(240)).await;
-            completed(&done).structured_content.unwrap()["session_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-        other => panic!("{other:?}"),
-    };
+    let started = as_task(
+        &alice,
+        "start_new_session",
+        json!({"experiment_name": "kill"}),
+    )
+    .await;
+    let (done, _) = task_until_done(&alice, &started.task_id, Duration::from_secs(240)).await;
+    let sid = completed(&done).structured_content.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // A 20 s cell printing every second; SIGKILL half a second after its sixth line,
     // once it is written down (runs going for 2 s are).
@@ -1825,17 +1770,8 @@ async fn a_gateway_killed_mid_run_goes_on_with_it_after_a_restart() {
     let result = completed(&done);
     assert_eq!(text(&result).trim(), all.trim(), "{}", gw.log_tail());
     let same = alice
-        .service
-        .call_tool(
-            CallToolRequestParams::new("get_execution_result").with_arguments(
-                json!({"execution_id": run.task_id})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
+        .call("get_execution_result", json!({"execution_id": run.task_id}))
+        .await;
     assert_eq!(text(&same), text(&result));
     // One cell, with every line, and nothing left behind.
     let cells = cells_of_run(&admin, &scope.ns, &sid, &run.task_id).await;
@@ -1853,21 +1789,11 @@ async fn a_gateway_killed_mid_run_goes_on_with_it_after_a_restart() {
     assert!(!files.contains(".run.json"), "{files}");
     // The session goes on as before.
     let next = alice
-        .service
-        .peer()
-        .call_tool_once(
-            CallToolRequestParams::new("execute_code").with_arguments(
-                json!({"session_id": sid, "code": "finished"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            ),
+        .complete(
+            "execute_code",
+            json!({"session_id": sid, "code": "finished"}),
         )
-        .await
-        .unwrap();
-    let CallToolResponse::Complete(next) = next else {
-        panic!("{next:?}")
-    };
+        .await;
     assert_eq!(text(&next).trim(), "True");
     drop(alice);
     scope.cleanup(&admin).await;

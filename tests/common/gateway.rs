@@ -10,7 +10,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
     ProgressNotificationParam,
 };
 use rmcp::service::{NotificationContext, RunningService};
@@ -361,6 +361,24 @@ impl Mcp {
             .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
             .await
             .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
+    /// Calls a tool once, as a client that takes tasks does: the answer may be a task.
+    pub async fn once(&self, tool: &str, args: Value) -> CallToolResponse {
+        let args = args.as_object().cloned().unwrap_or_default();
+        self.service
+            .peer()
+            .call_tool_once(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
+    /// [`Self::once`] for a call that must be answered at once (no task).
+    pub async fn complete(&self, tool: &str, args: Value) -> CallToolResult {
+        match self.once(tool, args).await {
+            CallToolResponse::Complete(r) => r,
+            other => panic!("{tool} was not answered at once: {other:?}"),
+        }
     }
 
     /// Calls a tool that must succeed; returns its structured result (or its text).
