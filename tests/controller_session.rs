@@ -533,3 +533,57 @@ async fn a_notebook_being_saved_is_never_read_half_written() {
     assert_eq!(names, ["big.ipynb"], "{names:?}");
     scope.cleanup(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_cut_short_by_a_controller_kill_runs_again_whole() {
+    let env = Env::load();
+    let client = env.client(User::Admin).await;
+    common::install_crds(&client).await;
+    let scope = Scope::create(&client, &env.slurm_cluster("sid"), "sess-cut").await;
+    let mut ctl = ControllerProcess::start(&env, &scope, &[]);
+    let alloc = ready_allocation(&client, &scope, &ctl, "box", json!({"cpus": 1})).await;
+    let server = common::controller::allocation_server(&client, &alloc).await;
+    // Eight cells: a counter, then seven slow increments. A replay run partly twice
+    // would count more than seven; one left half done, fewer.
+    let mut nb = notebook::new_notebook("python3", "Python 3", "python");
+    notebook::append_code(&mut nb, "n = 0", &[], None, serde_json::Value::Null).unwrap();
+    for _ in 0..7 {
+        let code = "import time\ntime.sleep(1)\nn += 1";
+        notebook::append_code(&mut nb, code, &[], None, serde_json::Value::Null).unwrap();
+    }
+    server
+        .put_notebook("cut.ipynb", &notebook::to_json(&nb).unwrap())
+        .await
+        .unwrap();
+    create_session(
+        &client,
+        &scope,
+        "cut",
+        json!({"allocationRef": "box", "notebook": {"mode": "Resume", "source": "cut.ipynb"}}),
+    )
+    .await;
+    // SIGKILL a few cells into the replay (the kernel goes on with the cell it runs).
+    wait_session(&client, &scope, "cut", &ctl, "Restoring, 2 cells in", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.phase == SessionPhase::Restoring
+                && st.restore.as_ref().is_some_and(|r| r.executed >= 2)
+        })
+    })
+    .await;
+    ctl.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ctl = ControllerProcess::start(&env, &scope, &[]);
+    let s = wait_session(&client, &scope, "cut", &ctl, "Ready", |s| {
+        phase(s) == SessionPhase::Ready
+    })
+    .await;
+    let st = s.status.unwrap();
+    let restore = st.restore.unwrap();
+    assert_eq!((restore.executed, restore.total), (8, 8), "{restore:?}");
+    let out = run(&server, st.kernel_id.as_deref().unwrap(), "n").await;
+    assert!(
+        matches!(&out[..], [Output::Result { data, .. }] if data["text/plain"] == "7"),
+        "the replay ran whole, once: {out:?}"
+    );
+    scope.cleanup(&client).await;
+}

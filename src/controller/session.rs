@@ -209,6 +209,15 @@ impl<'a> SessionReconcile<'a> {
             Some(kernel_id) => {
                 let same_server = self.status.endpoint.as_deref() == Some(endpoint.as_str());
                 match server.kernel(&kernel_id).await? {
+                    Some(k)
+                        if same_server
+                            && matches!(
+                                self.before.phase,
+                                SessionPhase::Starting | SessionPhase::Restoring
+                            ) =>
+                    {
+                        self.resume_start(&server, &k.id).await
+                    }
                     Some(k) if same_server => self.watch_activity(&server, k).await,
                     _ if !same_server
                         && alloc.spec.restart_policy == crate::api::RestartPolicy::OnFailure =>
@@ -355,27 +364,69 @@ impl<'a> SessionReconcile<'a> {
             "KernelStarted",
             format!("kernel {} started for {notebook_path}", kernel.id),
         );
+        let replay = restoring_after_restart || spec.notebook.mode == NotebookMode::Resume;
+        // A replay is marked before it begins, so a start cut short knows to run it.
+        self.status.restore = replay.then(RestoreStatus::default);
         // Record the kernel before anything long, so a crash leaves no unknown kernel.
         self.save().await?;
+        self.complete_start(
+            server,
+            &kernel.id,
+            &notebook_path,
+            replay,
+            restoring_after_restart,
+        )
+        .await
+    }
 
-        let replay = restoring_after_restart || spec.notebook.mode == NotebookMode::Resume;
+    /// A start cut short by a controller restart, a lease hand-over or an error (the
+    /// phase still Starting or Restoring, the kernel alive on the same server). A replay
+    /// that had begun runs again from the first cell on the restarted kernel: part of it
+    /// ran, and a cell running when the controller stopped ran on, so going on from the
+    /// last counted cell could run one twice. Without a replay the kernel must answer
+    /// first. Only then is the session Ready.
+    async fn resume_start(
+        &mut self,
+        server: &JupyterServer,
+        kernel_id: &str,
+    ) -> Result<Action, ReconcileError> {
+        let notebook_path = self.status.notebook_path.clone().unwrap_or_default();
+        let replay = self.before.restore.is_some();
+        if replay {
+            server.restart(kernel_id).await?;
+        }
+        self.complete_start(server, kernel_id, &notebook_path, replay, false)
+            .await
+    }
+
+    /// The rest of a start once the kernel runs: the replay if asked, else the kernel's
+    /// first answer; then Ready.
+    async fn complete_start(
+        &mut self,
+        server: &JupyterServer,
+        kernel_id: &str,
+        notebook_path: &str,
+        replay: bool,
+        restoring_after_restart: bool,
+    ) -> Result<Action, ReconcileError> {
+        let spec = self.session.spec.clone();
         if !replay {
             // Ready means the kernel answers, not only that its process was spawned.
-            let mut channel = KernelChannel::connect(server, &kernel.id, None).await?;
+            let mut channel = KernelChannel::connect(server, kernel_id, None).await?;
             channel.wait_ready(Duration::from_secs(60)).await?;
         }
         if replay {
             match self
                 .restore(
                     server,
-                    &kernel.id,
-                    &notebook_path,
+                    kernel_id,
+                    notebook_path,
                     spec.notebook.stop_on_error,
                 )
                 .await
             {
                 Ok(()) => {}
-                Err(JupyterError::NotFound { .. }) => return Ok(self.fail_missing(&notebook_path)),
+                Err(JupyterError::NotFound { .. }) => return Ok(self.fail_missing(notebook_path)),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -392,7 +443,7 @@ impl<'a> SessionReconcile<'a> {
                 r.total,
                 r.errors.len()
             ),
-            _ => format!("kernel {} ready; notebook {notebook_path}", kernel.id),
+            _ => format!("kernel {kernel_id} ready; notebook {notebook_path}"),
         };
         self.status.execution_state = Some("idle".into());
         self.status.last_activity = Some(Time(Timestamp::now()));
@@ -444,6 +495,8 @@ impl<'a> SessionReconcile<'a> {
         );
         let _ = self.save().await;
         let mut channel = KernelChannel::connect(server, kernel_id, None).await?;
+        // After a restart (a replay run again) the kernel answers once it is back.
+        channel.wait_ready(Duration::from_secs(60)).await?;
         let mut last_save = Instant::now();
         for (index, source) in cells {
             let exec = channel.execute(&source, RESTORE_CELL_TIMEOUT).await?;
