@@ -156,6 +156,7 @@ pub async fn sweep(
         info!(%cluster, "accounting could not list our jobs; this sweep read the whole job table");
     }
     let mut cancelled = 0;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
     for job in jobs {
         let parsed = job
             .comment
@@ -179,7 +180,6 @@ pub async fn sweep(
         let api: Api<ComputeAllocation> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         let alive = api.get_opt(&owner.name).await.map_err(|e| e.to_string())?;
         let alive = alive.filter(|a| a.uid().as_deref() == Some(owner.uid.as_str()));
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let stray_of = match &alive {
             Some(alloc) => {
                 let st = alloc.status.clone().unwrap_or_default();

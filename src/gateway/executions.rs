@@ -111,7 +111,48 @@ pub struct Execution {
     done: watch::Sender<bool>,
 }
 
+impl ExecState {
+    fn new(status: ExecStatus, outputs: Vec<Output>, execution_count: Option<u64>) -> Self {
+        Self {
+            status,
+            outputs,
+            execution_count,
+            failure: None,
+            duration: None,
+            full_output_path: None,
+            record_error: None,
+        }
+    }
+}
+
 impl Execution {
+    /// A run `id` of `owner`'s, sent at `started` with time limit `timeout`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: String,
+        session: Arc<LiveSession>,
+        owner: Caller,
+        code: String,
+        started: Instant,
+        created_at: String,
+        timeout: Duration,
+        state: ExecState,
+    ) -> Self {
+        Self {
+            id,
+            session,
+            owner,
+            code,
+            started,
+            created_at,
+            ttl: timeout.saturating_add(KEEP_FINISHED),
+            cancel: CancellationToken::new(),
+            handoff: CancellationToken::new(),
+            state: Mutex::new(state),
+            done: watch::channel(false).0,
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, ExecState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -234,16 +275,22 @@ impl Execution {
     }
 }
 
+/// What every run task needs besides its run.
+#[derive(Clone)]
+struct RunContext {
+    text_limit: usize,
+    metrics: Arc<GatewayMetrics>,
+    /// Where runs that may outlive this process are written down (none: they are not).
+    registry: Option<Arc<Registry>>,
+}
+
 /// Every run the gateway knows of.
 pub struct Executions {
     runs: Mutex<HashMap<String, Arc<Execution>>>,
-    metrics: Arc<GatewayMetrics>,
-    text_limit: usize,
+    ctx: RunContext,
     /// Every run task, so a shutdown can wait for them (see `drain`).
     tasks: TaskTracker,
     draining: std::sync::atomic::AtomicBool,
-    /// Where runs that may outlive this process are written down (none: they are not).
-    registry: Option<Arc<Registry>>,
 }
 
 /// What a shutdown's drain saw.
@@ -251,7 +298,7 @@ pub struct Executions {
 pub struct Drained {
     /// Runs going when the drain began that ended (and were recorded) within its time.
     pub finished: usize,
-    /// Runs still going at its end: recorded as they stood, with a note.
+    /// Runs still going at its end: handed over (or recorded as they stood, with a note).
     pub left_running: usize,
 }
 
@@ -263,16 +310,18 @@ impl Executions {
     ) -> Self {
         Self {
             runs: Mutex::new(HashMap::new()),
-            metrics,
-            text_limit,
+            ctx: RunContext {
+                text_limit,
+                metrics,
+                registry,
+            },
             tasks: TaskTracker::new(),
             draining: Default::default(),
-            registry,
         }
     }
 
     pub fn registry(&self) -> Option<&Arc<Registry>> {
-        self.registry.as_ref()
+        self.ctx.registry.as_ref()
     }
 
     /// Whether a shutdown's drain has begun.
@@ -334,28 +383,16 @@ impl Executions {
                     .into(),
             ));
         }
-        let (done, _) = watch::channel(false);
-        let exec = Arc::new(Execution {
-            handoff: CancellationToken::new(),
-            id: names::execution_id(),
+        let exec = Arc::new(Execution::new(
+            names::execution_id(),
             session,
-            owner: owner.clone(),
-            code: req.code.clone(),
-            started: Instant::now(),
-            created_at: k8s_openapi::jiff::Timestamp::now().to_string(),
-            ttl: req.timeout.saturating_add(KEEP_FINISHED),
-            cancel: CancellationToken::new(),
-            state: Mutex::new(ExecState {
-                status: ExecStatus::Queued,
-                outputs: vec![],
-                execution_count: None,
-                failure: None,
-                duration: None,
-                full_output_path: None,
-                record_error: None,
-            }),
-            done,
-        });
+            owner.clone(),
+            req.code.clone(),
+            Instant::now(),
+            k8s_openapi::jiff::Timestamp::now().to_string(),
+            req.timeout,
+            ExecState::new(ExecStatus::Queued, vec![], None),
+        ));
         {
             let mut runs = self.runs();
             // Expired runs go in `prune`; only a flood of runs is cut here.
@@ -366,14 +403,8 @@ impl Executions {
                 runs.insert(exec.id.clone(), exec.clone());
             }
         }
-        self.metrics.running_executions.inc();
-        self.tasks.spawn(run(
-            exec.clone(),
-            req,
-            self.text_limit,
-            self.metrics.clone(),
-            self.registry.clone(),
-        ));
+        self.ctx.metrics.running_executions.inc();
+        self.tasks.spawn(run(exec.clone(), req, self.ctx.clone()));
         Ok(exec)
     }
 
@@ -388,33 +419,20 @@ impl Executions {
             .unwrap_or_else(Instant::now);
         let timeout = Duration::from_secs(record.timeout_seconds);
         let outputs = file.outputs();
-        let (done, _) = watch::channel(false);
-        let exec = Arc::new(Execution {
-            handoff: CancellationToken::new(),
-            id: record.id.clone(),
-            session: session.clone(),
-            owner: record.owner.clone(),
-            code: file.code.clone(),
+        let exec = Arc::new(Execution::new(
+            record.id.clone(),
+            session.clone(),
+            record.owner.clone(),
+            file.code,
             started,
-            created_at: record.created_at.clone(),
-            ttl: timeout.saturating_add(KEEP_FINISHED),
-            cancel: CancellationToken::new(),
-            state: Mutex::new(ExecState {
-                status: ExecStatus::Running,
-                outputs: outputs.clone(),
-                execution_count: file.execution_count,
-                failure: None,
-                duration: None,
-                full_output_path: None,
-                record_error: None,
-            }),
-            done,
-        });
+            record.created_at.clone(),
+            timeout,
+            ExecState::new(ExecStatus::Running, outputs.clone(), file.execution_count),
+        ));
         self.runs().insert(exec.id.clone(), exec.clone());
-        self.metrics.running_executions.inc();
+        self.ctx.metrics.running_executions.inc();
         let (locked, holds) = tokio::sync::oneshot::channel();
-        let (text_limit, metrics, registry) =
-            (self.text_limit, self.metrics.clone(), self.registry.clone());
+        let ctx = self.ctx.clone();
         self.tasks.spawn(async move {
             let slot = session.kernel.lock().await;
             let _ = locked.send(());
@@ -424,10 +442,7 @@ impl Executions {
                 execution_count: file.execution_count,
                 idle_check: Some(IDLE_CHECK),
             };
-            follow(
-                exec, slot, record, from, timeout, true, file.code, text_limit, metrics, registry,
-            )
-            .await;
+            follow(exec, slot, record, from, ctx).await;
         });
         let _ = holds.await;
     }
@@ -483,13 +498,7 @@ impl Executions {
 }
 
 /// Runs one execution to its end and records it.
-async fn run(
-    exec: Arc<Execution>,
-    req: RunRequest,
-    text_limit: usize,
-    metrics: Arc<GatewayMetrics>,
-    registry: Option<Arc<Registry>>,
-) {
+async fn run(exec: Arc<Execution>, req: RunRequest, ctx: RunContext) {
     let session = exec.session.clone();
     let mut slot = session.kernel.lock().await;
     exec.state().status = ExecStatus::Running;
@@ -510,16 +519,7 @@ async fn run(
                 st.failure = Some(e.to_string());
                 st.status = ExecStatus::Failed;
             }
-            finish(
-                &exec,
-                &req.code,
-                req.placement,
-                &metrics,
-                None,
-                Some(slot),
-                None,
-            )
-            .await;
+            finish(&exec, req.placement, &ctx.metrics, None, slot, None).await;
             return;
         }
     };
@@ -536,19 +536,7 @@ async fn run(
         notebook_path: session.notebook_path.clone(),
     };
     let from = Follow::new(exec.started);
-    follow(
-        exec,
-        slot,
-        record,
-        from,
-        req.timeout,
-        req.store_history,
-        req.code,
-        text_limit,
-        metrics,
-        registry,
-    )
-    .await;
+    follow(exec, slot, record, from, ctx).await;
 }
 
 /// Milliseconds since the epoch, `ago` before now.
@@ -559,19 +547,19 @@ fn unix_ms_ago(ago: Duration) -> i64 {
 
 /// Follows a sent run to its end (or to a hand-over), journaling it while it goes when it
 /// is recorded and a registry is set, and records it.
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     exec: Arc<Execution>,
-    mut slot: tokio::sync::MutexGuard<'_, Option<crate::jupyter::KernelChannel>>,
+    mut slot: Slot<'_>,
     record: RunRecord,
     from: Follow,
-    timeout: Duration,
-    store_history: bool,
-    code: String,
-    text_limit: usize,
-    metrics: Arc<GatewayMetrics>,
-    registry: Option<Arc<Registry>>,
+    ctx: RunContext,
 ) {
+    let RunContext {
+        text_limit,
+        metrics,
+        registry,
+    } = ctx;
+    let timeout = Duration::from_secs(record.timeout_seconds);
     let session = exec.session.clone();
     // Recorded runs keep a head and a tail of their text in memory and stream the whole
     // to a file next to the notebook once it passes the text limit.
@@ -596,12 +584,12 @@ async fn follow(
         },
         None => OutputBudget::default(),
     };
+    // The request is sent already: whether it counts in the history was said then.
     let options = ExecuteOptions {
-        timeout,
         cancel: exec.cancel.clone(),
-        store_history,
         budget,
         pace: spill.as_ref().map(Spill::pace),
+        ..ExecuteOptions::new(timeout)
     };
     let followed = match session.channel(&mut slot).await {
         Ok(channel) => {
@@ -653,16 +641,7 @@ async fn follow(
             st.duration = Some(exec.started.elapsed());
         }
         let note = Some("running when the gateway stopped");
-        finish(
-            &exec,
-            &code,
-            record.placement,
-            &metrics,
-            note,
-            Some(slot),
-            None,
-        )
-        .await;
+        finish(&exec, record.placement, &metrics, note, slot, None).await;
         return;
     };
     if result.is_err() {
@@ -714,16 +693,7 @@ async fn follow(
         }
     }
     let journal = registry.filter(|_| registered).map(|r| (r, record.clone()));
-    finish(
-        &exec,
-        &code,
-        record.placement,
-        &metrics,
-        None,
-        Some(slot),
-        journal,
-    )
-    .await;
+    finish(&exec, record.placement, &metrics, None, slot, journal).await;
 }
 
 type Slot<'a> = tokio::sync::MutexGuard<'a, Option<crate::jupyter::KernelChannel>>;
@@ -733,11 +703,10 @@ type Slot<'a> = tokio::sync::MutexGuard<'a, Option<crate::jupyter::KernelChannel
 /// later read sees this cell; then the write is awaited and the run's journal forgotten.
 async fn finish(
     exec: &Arc<Execution>,
-    code: &str,
     placement: Placement,
     metrics: &GatewayMetrics,
     status_note: Option<&str>,
-    slot: Option<Slot<'_>>,
+    slot: Slot<'_>,
     journal: Option<(Arc<Registry>, RunRecord)>,
 ) {
     let (status, duration, outputs, execution_count) = {
@@ -760,14 +729,14 @@ async fn finish(
     let queued = match placement {
         Placement::Nowhere => None,
         Placement::Append => Some(session.notebook.submit(Change::Append {
-            source: code.to_owned(),
+            source: exec.code.clone(),
             outputs,
             execution_count,
             metadata,
         })),
         Placement::Replace(index) => Some(session.notebook.submit(Change::Replace {
             index,
-            source: code.to_owned(),
+            source: exec.code.clone(),
             outputs,
             execution_count,
         })),

@@ -131,7 +131,8 @@ impl StartTasks {
         self.owners().contains_key(id)
     }
 
-    fn check_owner(&self, id: &str, caller: &Caller) -> Result<(), ErrorData> {
+    /// Whether `id` is `caller`'s (else it reads as unknown).
+    pub fn owned(&self, id: &str, caller: &Caller) -> Result<(), ErrorData> {
         match self.owners().get(id) {
             Some(owner) if *owner == caller.key() => Ok(()),
             _ => Err(unknown(id, None)),
@@ -139,19 +140,14 @@ impl StartTasks {
     }
 
     pub fn get(&self, id: &str, caller: &Caller) -> Result<DetailedTask, ErrorData> {
-        self.check_owner(id, caller)?;
+        self.owned(id, caller)?;
         self.manager.get_task(id)
     }
 
     /// Asks the start to stop waiting (what it created stays; see `list_sessions`).
     pub fn cancel(&self, id: &str, caller: &Caller) -> Result<(), ErrorData> {
-        self.check_owner(id, caller)?;
+        self.owned(id, caller)?;
         self.manager.cancel_task(id)
-    }
-
-    /// Whether `id` is `caller`'s (`tasks/update` carries nothing these tasks ask for).
-    pub fn owned(&self, id: &str, caller: &Caller) -> Result<(), ErrorData> {
-        self.check_owner(id, caller)
     }
 }
 
