@@ -352,15 +352,6 @@ fn controller_logs(env: &Env, ns: &str) -> String {
 }
 
 /// Live (not yet finished) SLURM jobs whose name is `name`, as the operator sees them.
-fn live_jobs(slurm: &common::SlurmCluster, name: &str) -> Vec<String> {
-    slurm
-        .command(&["squeue", "-h", "-o", "%i %j", "-t", "PD,R,CG"])
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some(name))
-        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
-        .collect()
-}
-
 /// Waits until the allocation is Ready; fails with its status and the controllers' logs.
 async fn ready_allocation(
     env: &Env,
@@ -544,7 +535,7 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
     let held = ready_allocation(&env, &admin, &scope, &release_ns, "held").await;
     let held_job = common::controller::job_id(&held);
     let held_name = format!("slurmlab-{}-held", scope.ns);
-    assert_eq!(live_jobs(&slurm, &held_name), vec![held_job.to_string()]);
+    assert_eq!(slurm.live_jobs(&held_name), vec![held_job.to_string()]);
 
     // An agent session from this host through the gateway's Service (kube-proxy).
     let svc = Api::<Service>::namespaced(admin.clone(), &release_ns)
@@ -608,7 +599,7 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
     );
     assert_eq!(after.status.as_ref().unwrap().restarts, 0);
     assert_eq!(
-        live_jobs(&slurm, &held_name),
+        slurm.live_jobs(&held_name),
         vec![held_job.to_string()],
         "no second job"
     );
@@ -634,11 +625,11 @@ async fn the_chart_runs_as_pods_and_an_agent_works_through_its_service() {
     let second = ready_allocation(&env, &admin, &scope, &release_ns, "second").await;
     let second_name = format!("slurmlab-{}-second", scope.ns);
     assert_eq!(
-        live_jobs(&slurm, &second_name),
+        slurm.live_jobs(&second_name),
         vec![common::controller::job_id(&second).to_string()],
         "one job for the allocation whose reconcile lost its leader"
     );
-    assert_eq!(live_jobs(&slurm, &held_name), vec![held_job.to_string()]);
+    assert_eq!(slurm.live_jobs(&held_name), vec![held_job.to_string()]);
 
     // helm uninstall: the pre-delete hook releases everything; no SLURM job is left.
     let (ok, out, err) = chart_py(&env, &["uninstall", &release, &release_ns, &admin_kc]);
@@ -773,7 +764,7 @@ async fn the_plain_manifests_run_as_pods_with_kubectl_apply_k() {
     let plain = ready_allocation(&env, &admin, &scope, &system_ns, "plain").await;
     let job_name = format!("slurmlab-{}-plain", scope.ns);
     assert_eq!(
-        live_jobs(&slurm, &job_name),
+        slurm.live_jobs(&job_name),
         vec![common::controller::job_id(&plain).to_string()]
     );
     let svc = Api::<Service>::namespaced(admin.clone(), &system_ns)
@@ -794,7 +785,7 @@ async fn the_plain_manifests_run_as_pods_with_kubectl_apply_k() {
     // Objects first, while the controller runs (it cancels their jobs), then the install.
     scope.cleanup(&admin).await;
     let cancelled = common::wait_until_ok(std::time::Duration::from_secs(60), || async {
-        live_jobs(&slurm, &job_name).is_empty().then_some(())
+        slurm.live_jobs(&job_name).is_empty().then_some(())
     })
     .await;
     assert!(cancelled.is_some(), "the allocation's job outlived it");

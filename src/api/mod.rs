@@ -17,6 +17,7 @@ mod cluster;
 pub mod conditions;
 mod crd;
 pub mod fields;
+pub mod membership;
 mod session;
 
 pub use allocation::*;

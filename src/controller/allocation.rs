@@ -31,7 +31,10 @@ use super::context::{ClusterHandle, Context};
 use super::endpoint::{EndpointChoice, EndpointPolicy, choose_endpoint, moved_endpoint};
 use super::error::ReconcileError;
 use super::identity::{self, JobOwner, parse_comment};
+use super::invalid;
+use super::stores::{self, GuardedAllocation};
 use super::{job_lookup, request, script, writes};
+use crate::api::membership;
 
 /// Finalizer that cancels the job before the allocation goes away.
 pub const FINALIZER: &str = "slurmlab.io/cancel-job";
@@ -70,8 +73,8 @@ pub fn token_key<'a>(secret: &str, allocation: &'a str) -> &'a str {
 }
 
 /// The Jupyter token of `allocation`, kept in Secret `ns/secret`; `None` when the Secret
-/// has no key for it. (The controller, the session reconciler and the gateway all read it
-/// this way.)
+/// has no key for it. (The controller's reconcilers go through [`Context::jupyter_token`],
+/// which keeps it; the gateway reads it this way.)
 pub async fn read_jupyter_token(
     client: &kube::Client,
     ns: &str,
@@ -88,6 +91,21 @@ pub async fn read_jupyter_token(
     }))
 }
 
+/// Of `allocations`, those on `cluster` other than `except` that count for its quota.
+/// One that cannot be decoded counts: it may hold a job.
+fn active_on(allocations: &[Arc<GuardedAllocation>], cluster: &str, except: &str) -> usize {
+    allocations
+        .iter()
+        .filter(|a| a.name_any() != except)
+        .filter(|a| match &a.0 {
+            Ok(a) => {
+                a.spec.cluster_ref == cluster && a.status.as_ref().is_some_and(counts_for_quota)
+            }
+            Err(_) => true,
+        })
+        .count()
+}
+
 /// The field manager that owns one allocation's entries in the shared token Secret, so
 /// applies for different allocations never touch each other's keys.
 fn token_manager(uid: &str) -> String {
@@ -95,13 +113,34 @@ fn token_manager(uid: &str) -> String {
 }
 
 pub async fn reconcile(
-    alloc: Arc<ComputeAllocation>,
+    guarded: Arc<GuardedAllocation>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let alloc = match &guarded.0 {
+        Ok(alloc) => alloc,
+        Err(invalid) => {
+            if invalid.metadata.deletion_timestamp.is_some() {
+                let owner = ObjectRef::new(invalid.metadata.name.as_deref().unwrap_or_default())
+                    .within(invalid.metadata.namespace.as_deref().unwrap_or_default());
+                ctx.release_jobs_of(&owner);
+            }
+            return invalid::handle::<ComputeAllocation>(&ctx, FINALIZER, invalid).await;
+        }
+    };
+    // Counts (sessions, quota) come from the caches: never from a half-filled one.
+    ctx.stores
+        .ready()
+        .await
+        .map_err(|e| ReconcileError::Other(e.to_string()))?;
     let started = Instant::now();
-    let result = Reconcile::new(&alloc, &ctx).run().await;
+    let result = Reconcile::new(alloc, &ctx).run().await;
     ctx.metrics
         .reconciled("ComputeAllocation", result.is_ok(), started.elapsed());
+    let uid = alloc.uid().unwrap_or_default();
+    ctx.invalid.forget(&uid);
+    if result.is_ok() {
+        ctx.retries.succeeded(&uid);
+    }
     let key = format!(
         "{}/{}",
         alloc.namespace().unwrap_or_default(),
@@ -304,9 +343,12 @@ impl<'a> Reconcile<'a> {
                 .quota_lock(&self.ns, &self.alloc.spec.cluster_ref)
                 .lock_owned()
                 .await;
-            let active = self
-                .active_allocations_on(&self.alloc.spec.cluster_ref)
-                .await?;
+            let active = if *guard {
+                self.active_allocations_listed(&self.alloc.spec.cluster_ref)
+                    .await?
+            } else {
+                self.active_allocations_on(&self.alloc.spec.cluster_ref)
+            };
             quota_guard = Some(guard);
             if active >= usize::try_from(max).unwrap_or(0) {
                 let message = format!(
@@ -381,9 +423,21 @@ impl<'a> Reconcile<'a> {
         } else {
             self.status.submit_claim = Some(attempt);
             self.status.submit_nonce = Some(owner.nonce.clone());
-            writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status).await?;
-            // The claim is written (and counts for the next reconcile in the namespace).
-            drop(quota_guard.take());
+            let written =
+                writes::apply_status(&self.api, &self.name, "ComputeAllocation", &self.status)
+                    .await?;
+            // The claim is written; once the cache shows it, it counts for the next
+            // reconcile in the namespace.
+            if let Some(mut guard) = quota_guard.take() {
+                let key = ObjectRef::new(&self.name).within(&self.ns);
+                *guard = !stores::catch_up(
+                    &self.ctx.stores.allocations,
+                    &key,
+                    written.as_deref(),
+                    stores::CATCH_UP_BOUND,
+                )
+                .await;
+            }
             crash_point("after-claim");
             None
         };
@@ -519,7 +573,7 @@ impl<'a> Reconcile<'a> {
             &obs.message,
         );
 
-        self.status.sessions = self.count_sessions().await?;
+        self.status.sessions = self.count_sessions();
 
         match obs.phase {
             AllocationPhase::Ready => self.idle_check(handle, job_id, &user).await,
@@ -534,21 +588,15 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Sessions of this namespace holding a place on this allocation.
-    async fn count_sessions(&self) -> Result<i32, ReconcileError> {
-        let api: Api<crate::api::JupyterSession> =
-            Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let list = api.list(&Default::default()).await?;
-        let n = list
-            .items
-            .iter()
-            .filter_map(|s| s.status.as_ref())
-            .filter(|st| {
-                st.allocation.as_deref() == Some(self.name.as_str())
-                    && super::session::holds_a_place(st.phase)
-            })
-            .count();
-        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+    /// Sessions of this namespace holding a place on this allocation (from the cache).
+    fn count_sessions(&self) -> i32 {
+        let sessions = self.ctx.stores.sessions_in(&self.ns);
+        let n = membership::places_taken(
+            sessions.iter().filter_map(|s| s.0.as_ref().ok()),
+            &self.name,
+            None,
+        );
+        i32::try_from(n).unwrap_or(i32::MAX)
     }
 
     /// Cancels a Ready allocation that has served no session for `idleTimeout`.
@@ -754,15 +802,10 @@ impl<'a> Reconcile<'a> {
     }
 
     async fn read_token(&self) -> Result<String, ReconcileError> {
-        let secret = self.token_secret();
-        read_jupyter_token(&self.ctx.client, &self.ns, secret, &self.name)
-            .await?
-            .ok_or_else(|| {
-                ReconcileError::Other(format!(
-                    "Secret {secret} has no key {}",
-                    token_key(secret, &self.name)
-                ))
-            })
+        let uid = self.alloc.uid().unwrap_or_default();
+        self.ctx
+            .jupyter_token(&self.ns, self.token_secret(), &self.name, &uid)
+            .await
     }
 
     /// This allocation's entry in the namespace's token Secret, and an owner reference to
@@ -815,18 +858,29 @@ impl<'a> Reconcile<'a> {
         Ok(())
     }
 
-    /// Allocations of this namespace on the cluster that have not ended (this one excluded).
-    /// The namespace's other allocations on `cluster` that hold a job or a claim to
-    /// submit one, and have not ended (read from the API server, not a cache, so a claim
-    /// written a moment ago counts).
-    async fn active_allocations_on(&self, cluster: &str) -> Result<usize, ReconcileError> {
-        let list = self.api.list(&Default::default()).await?;
-        Ok(list
+    /// [`Self::active_allocations_on`] read from the API server (after the cache lagged).
+    async fn active_allocations_listed(&self, cluster: &str) -> Result<usize, ReconcileError> {
+        let api: Api<GuardedAllocation> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let listed: Vec<_> = api
+            .list(&Default::default())
+            .await?
             .items
-            .iter()
-            .filter(|a| a.spec.cluster_ref == cluster && a.name_any() != self.name)
-            .filter(|a| a.status.as_ref().is_some_and(counts_for_quota))
-            .count())
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        Ok(active_on(&listed, cluster, &self.name))
+    }
+
+    /// The namespace's other allocations on `cluster` that hold a job or a claim to
+    /// submit one, and have not ended, from the cache (a claim waits for the cache to
+    /// show it before the quota lock is released, so the next count includes it). One
+    /// that cannot be decoded counts: it may hold a job.
+    fn active_allocations_on(&self, cluster: &str) -> usize {
+        active_on(
+            &self.ctx.stores.allocations_in(&self.ns),
+            cluster,
+            &self.name,
+        )
     }
 
     /// Deletion: cancel the job, wait (bounded) for SLURM to confirm, release.

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -51,13 +52,24 @@ fn partition_status(p: crate::slurm::PartitionInfo) -> crate::api::PartitionStat
 const RETRY: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(
-    cluster: Arc<SlurmCluster>,
+    guarded: Arc<DeserializeGuard<SlurmCluster>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    // A cluster that cannot be decoded keeps what was known of it (its connection, if
+    // any) and is reported; it has no finalizer to release.
+    let cluster = match &guarded.0 {
+        Ok(cluster) => cluster,
+        Err(invalid) => return super::invalid::handle::<SlurmCluster>(&ctx, "", invalid).await,
+    };
     let started = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx).await;
+    let result = reconcile_inner(cluster, &ctx).await;
     ctx.metrics
         .reconciled("SlurmCluster", result.is_ok(), started.elapsed());
+    let uid = cluster.uid().unwrap_or_default();
+    ctx.invalid.forget(&uid);
+    if result.is_ok() {
+        ctx.retries.succeeded(&uid);
+    }
     result
 }
 
@@ -223,7 +235,9 @@ async fn patch_status(
     status: &SlurmClusterStatus,
 ) -> Result<(), kube::Error> {
     let api: Api<SlurmCluster> = Api::all(ctx.client.clone());
-    super::writes::apply_status(&api, name, "SlurmCluster", status).await
+    super::writes::apply_status(&api, name, "SlurmCluster", status)
+        .await
+        .map(|_| ())
 }
 
 /// "auth_refused" → "AuthRefused".

@@ -12,8 +12,14 @@ use crate::api::{ComputeAllocation, SlurmClusterSpec};
 use crate::slurm::RestClient;
 use crate::slurm::poller::Poller;
 
+use super::error::ReconcileError;
 use super::events::Events;
+use super::invalid::Reported;
 use super::metrics::Metrics;
+use super::retry::Retries;
+use super::stores::Stores;
+use super::tokens::Tokens;
+use super::{read_jupyter_token, token_key};
 
 /// Settings of this controller process.
 #[derive(Clone, Debug)]
@@ -33,10 +39,28 @@ pub struct Settings {
     pub stray_grace: std::time::Duration,
 }
 
-/// Everything a reconcile needs.
-/// Held while a namespace's quota is counted and a claim written (see `Context`).
-pub type QuotaLock = Arc<tokio::sync::Mutex<()>>;
+/// Held while a namespace's quota (or an allocation's places) is counted and a claim
+/// written (see `Context`). It holds `true` while the cache may not show the last claim
+/// written under it (the watch lagged): the next count then reads the API server.
+pub type QuotaLock = Arc<tokio::sync::Mutex<bool>>;
 
+/// Locks kept before the ones nobody holds are dropped.
+const LOCKS_KEPT: usize = 1024;
+
+/// The lock of `(a, b)` in `locks`, made on first use; locks nobody holds are dropped
+/// once there are many (a lock only matters while held).
+fn lock_of(locks: &Mutex<HashMap<(String, String), QuotaLock>>, a: &str, b: &str) -> QuotaLock {
+    let mut locks = locks.lock().unwrap_or_else(|p| p.into_inner());
+    if locks.len() > LOCKS_KEPT {
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    locks
+        .entry((a.to_owned(), b.to_owned()))
+        .or_default()
+        .clone()
+}
+
+/// Everything a reconcile needs.
 pub struct Context {
     pub client: kube::Client,
     pub events: Events,
@@ -53,17 +77,52 @@ pub struct Context {
     /// submissions and writing a new claim happen under it, so concurrent reconciles
     /// cannot each see room for one more.
     pub quota_locks: Mutex<HashMap<(String, String), QuotaLock>>,
+    /// One lock per (namespace, allocation): counting its places and writing a session's
+    /// admission happen under it, as for quotas.
+    pub admission_locks: Mutex<HashMap<(String, String), QuotaLock>>,
+    /// The watched allocations and sessions.
+    pub stores: Stores,
+    /// Objects that did not decode, already reported at their current version.
+    pub invalid: Reported,
+    /// Consecutive failures per object, for the error policy's backoff.
+    pub retries: Retries,
+    /// Jupyter tokens read lately.
+    pub tokens: Tokens,
 }
 
 impl Context {
     /// The quota lock of `namespace` on `cluster`.
     pub fn quota_lock(&self, namespace: &str, cluster: &str) -> QuotaLock {
-        self.quota_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((namespace.to_owned(), cluster.to_owned()))
-            .or_default()
-            .clone()
+        lock_of(&self.quota_locks, namespace, cluster)
+    }
+
+    /// The Jupyter token of `allocation` (uid `uid`), kept in Secret `ns/secret` (read at
+    /// most every 10 minutes).
+    pub async fn jupyter_token(
+        &self,
+        ns: &str,
+        secret: &str,
+        allocation: &str,
+        uid: &str,
+    ) -> Result<String, ReconcileError> {
+        if let Some(token) = self.tokens.get(uid, secret) {
+            return Ok(token);
+        }
+        let token = read_jupyter_token(&self.client, ns, secret, allocation)
+            .await?
+            .ok_or_else(|| {
+                ReconcileError::Other(format!(
+                    "Secret {secret} has no key {}",
+                    token_key(secret, allocation)
+                ))
+            })?;
+        self.tokens.put(uid, secret, &token);
+        Ok(token)
+    }
+
+    /// The admission lock of allocation `namespace/allocation`.
+    pub fn admission_lock(&self, namespace: &str, allocation: &str) -> QuotaLock {
+        lock_of(&self.admission_locks, namespace, allocation)
     }
 
     /// Remembers who owns a job, so poller events reach its allocation.
@@ -79,6 +138,28 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(cluster.to_owned(), job_id));
+    }
+
+    /// Stops following every job `owner` had (it is going away unread): the orphan sweep,
+    /// which passes over jobs the poller follows, then cancels them.
+    pub fn release_jobs_of(&self, owner: &ObjectRef<ComputeAllocation>) {
+        let released: Vec<(String, u64)> = {
+            let mut owners = self.job_owners.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<_> = owners
+                .iter()
+                .filter(|(_, o)| *o == owner)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                owners.remove(k);
+            }
+            keys
+        };
+        for (cluster, job_id) in released {
+            if let Some(handle) = self.clusters.get(&cluster) {
+                handle.poller.untrack(job_id);
+            }
+        }
     }
 
     pub fn job_owner(&self, cluster: &str, job_id: u64) -> Option<ObjectRef<ComputeAllocation>> {

@@ -66,6 +66,7 @@ pub struct Metrics {
     lookups: Family<LookupLabels, Counter>,
     forged: Family<ForgedLabels, Counter>,
     swept: Family<SweptLabels, Counter>,
+    invalid: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -82,6 +83,12 @@ impl Default for Metrics {
         let lookups = Family::<LookupLabels, Counter>::default();
         let forged = Family::<ForgedLabels, Counter>::default();
         let swept = Family::<SweptLabels, Counter>::default();
+        let invalid = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "slurmlab_invalid_objects",
+            "Objects the controller cannot decode (left alone, reported by an InvalidObject event on each)",
+            invalid.clone(),
+        );
         registry.register(
             "slurmlab_swept_jobs",
             "Jobs of ours the sweep cancelled: orphans (their allocation is gone) and strays (not their allocation's current job)",
@@ -134,6 +141,7 @@ impl Default for Metrics {
             lookups,
             forged,
             swept,
+            invalid,
         }
     }
 }
@@ -209,6 +217,12 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    pub fn invalid_objects(&self, kind: &str, count: i64) {
+        self.invalid
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .set(count);
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -11,13 +11,17 @@ mod error;
 mod events;
 mod http;
 pub mod identity;
+mod invalid;
 mod job_lookup;
 pub mod metrics;
 mod orphans;
 pub mod request;
+mod retry;
 pub mod script;
 mod session;
+pub mod stores;
 pub mod tag_key;
+mod tokens;
 pub mod uninstall;
 mod visibility;
 mod writes;
@@ -36,12 +40,15 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use crate::api::membership::owned_allocation_name;
 pub use allocation::{FINALIZER, TOKEN_SECRET, read_jupyter_token, token_key};
 pub use error::ReconcileError;
-pub use session::{SESSION_FINALIZER, continued_name, owned_allocation_name};
+pub use session::{SESSION_FINALIZER, continued_name};
 
-use crate::api::{ComputeAllocation, JupyterSession, SlurmCluster};
+use crate::api::{ComputeAllocation, SlurmCluster, membership};
 use context::{ClusterRegistry, Context, Settings};
+use kube::core::DeserializeGuard;
+use stores::{GuardedAllocation, GuardedSession};
 
 /// Field manager of everything the controller writes.
 pub const FIELD_MANAGER: &str = "slurmlab-controller";
@@ -219,6 +226,12 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
     metrics.set_leader(true);
 
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded();
+    let alloc_api: Api<GuardedAllocation> = scoped(&client, args.watch_namespace.as_deref());
+    let session_api: Api<GuardedSession> = scoped(&client, args.watch_namespace.as_deref());
+    // The two main controllers' caches are the ones every count reads.
+    let (stores, feeds) = stores::start(alloc_api.clone(), session_api.clone());
+    let alloc_controller = Controller::for_stream(feeds.allocations, stores.allocations.clone());
+    let session_controller = Controller::for_stream(feeds.sessions, stores.sessions.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: events::Events::new(client.clone(), Some(identity.clone())),
@@ -237,54 +250,65 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         job_owners: Default::default(),
         tag_key,
         quota_locks: Default::default(),
+        admission_locks: Default::default(),
+        stores: stores.clone(),
+        invalid: Default::default(),
+        retries: Default::default(),
+        tokens: Default::default(),
     });
 
     let mut cluster_watch = watcher::Config::default();
     if let Some(sel) = &args.cluster_selector {
         cluster_watch = cluster_watch.labels(sel);
     }
-    let clusters = Controller::new(Api::<SlurmCluster>::all(client.clone()), cluster_watch)
+    let cluster_api: Api<DeserializeGuard<SlurmCluster>> = Api::all(client.clone());
+    let cluster_controller = Controller::new(cluster_api, cluster_watch);
+    let cluster_store = cluster_controller.store();
+    let clusters = cluster_controller
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(cluster::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let alloc_api: Api<ComputeAllocation> = scoped(&client, args.watch_namespace.as_deref());
-    let session_api: Api<JupyterSession> = scoped(&client, args.watch_namespace.as_deref());
-    let allocations = Controller::new(alloc_api.clone(), watcher::Config::default())
-        .reconcile_on(trigger_rx)
+    let allocations = alloc_controller
+        .reconcile_on(trigger_rx.map(|r: ObjectRef<ComputeAllocation>| {
+            let guarded = ObjectRef::<GuardedAllocation>::new(&r.name);
+            match &r.namespace {
+                Some(ns) => guarded.within(ns),
+                None => guarded,
+            }
+        }))
         // Sessions come and go: the allocation counts them (and idles without them).
         .watches(
-            session_api.clone(),
+            session_api,
             watcher::Config::default(),
-            |s: JupyterSession| {
-                let ns = s.namespace()?;
-                let alloc = s
+            |s: GuardedSession| {
+                let session = s.0.as_ref().ok()?;
+                let ns = session.namespace()?;
+                let alloc = session
                     .status
                     .as_ref()
                     .and_then(|st| st.allocation.clone())
-                    .or(s.spec.allocation_ref.clone())?;
+                    .or(session.spec.allocation_ref.clone())?;
                 Some(ObjectRef::new(&alloc).within(&ns))
             },
         )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(allocation::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let session_controller = Controller::new(session_api, watcher::Config::default());
-    let store = session_controller.store();
+    let session_store = stores.clone();
     let sessions = session_controller
         // An allocation's changes (Ready, ended, restarted) concern the sessions on it.
         .watches(
             alloc_api,
             watcher::Config::default(),
-            move |a: ComputeAllocation| {
-                let (ns, name) = (a.namespace(), a.name_any());
-                store
-                    .state()
+            move |a: GuardedAllocation| {
+                let ns = a.namespace().unwrap_or_default();
+                let name = a.name_any();
+                session_store
+                    .sessions_in(&ns)
                     .into_iter()
-                    .filter(|s| s.namespace() == ns)
                     .filter(|s| {
-                        s.spec.allocation_ref.as_deref() == Some(name.as_str())
-                            || s.status.as_ref().and_then(|st| st.allocation.as_deref())
-                                == Some(name.as_str())
+                        s.0.as_ref()
+                            .is_ok_and(|s| membership::concerns(s, &s.name_any(), &name))
                     })
                     .map(|s| ObjectRef::from_obj(&*s))
                     .collect::<Vec<_>>()
@@ -293,8 +317,12 @@ pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(session::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
+    let gauges = invalid::keep_gauges(stores, cluster_store, metrics.clone());
     info!("controllers running");
-    tokio::join!(clusters, allocations, sessions);
+    tokio::select! {
+        _ = async { tokio::join!(clusters, allocations, sessions) } => {}
+        _ = gauges => {}
+    }
 
     metrics.set_leader(false);
     if let Some((leader, task, watcher_task)) = lease {
@@ -322,7 +350,21 @@ where
     }
 }
 
-fn error_policy<K>(_obj: Arc<K>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    warn!(%error, "reconcile failed; retrying in 5 s");
-    Action::requeue(Duration::from_secs(5))
+/// A failed reconcile is tried again after a per-object backoff (5 s doubling to 5 min,
+/// reset by a success), so one object that keeps failing cannot keep the controller busy.
+fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action
+where
+    K: kube::Resource,
+    K::DynamicType: Default,
+{
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let wait = ctx.retries.failed(&uid);
+    warn!(
+        kind = %K::kind(&Default::default()),
+        object = %format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or("")),
+        %error,
+        retry_in_seconds = wait.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(wait)
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -177,9 +178,17 @@ pub async fn sweep(
         {
             continue; // another controller's namespace
         }
-        let api: Api<ComputeAllocation> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-        let alive = api.get_opt(&owner.name).await.map_err(|e| e.to_string())?;
-        let alive = alive.filter(|a| a.uid().as_deref() == Some(owner.uid.as_str()));
+        let api: Api<DeserializeGuard<ComputeAllocation>> =
+            Api::namespaced(ctx.client.clone(), &owner.namespace);
+        let found = api.get_opt(&owner.name).await.map_err(|e| e.to_string())?;
+        let found = found.filter(|a| a.uid().as_deref() == Some(owner.uid.as_str()));
+        let alive = match found {
+            Some(DeserializeGuard(Ok(alloc))) => Some(alloc),
+            // Its allocation exists but cannot be read: which job is current is unknown,
+            // so the job is left alone (the allocation is reported as invalid).
+            Some(DeserializeGuard(Err(_))) => continue,
+            None => None,
+        };
         let stray_of = match &alive {
             Some(alloc) => {
                 let st = alloc.status.clone().unwrap_or_default();

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::OwnedMutexGuard;
 use tracing::{info, warn};
 
 use crate::api::conditions::{self, FALSE, TRUE};
@@ -23,37 +26,45 @@ use crate::jupyter::{JupyterError, JupyterServer, KernelChannel, notebook};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::{read_jupyter_token, token_key, writes};
+use super::stores::{self, GuardedSession};
+use super::{invalid, read_jupyter_token, token_key, writes};
+use crate::api::membership::{self, owned_allocation_name};
 
 /// Finalizer that shuts the kernel down before the session goes away.
 pub const SESSION_FINALIZER: &str = "slurmlab.io/shutdown-kernel";
 const CONDITION_READY: &str = "Ready";
 /// How often a Ready session's kernel is looked at (activity, liveness).
 const ACTIVITY_CHECK: Duration = Duration::from_secs(15);
+/// How often a waiting session is looked at again without any event (its allocation's
+/// changes wake it sooner).
+const RESYNC: Duration = Duration::from_secs(60);
 /// Timeout of one notebook cell while restoring.
 const RESTORE_CELL_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Name of the allocation a session with `allocationTemplate` owns.
-pub fn owned_allocation_name(session: &str) -> String {
-    format!("{session}-alloc")
-}
-
-/// Whether a session in this phase holds (or is about to hold) a place on its allocation.
-pub fn holds_a_place(phase: SessionPhase) -> bool {
-    matches!(
-        phase,
-        SessionPhase::Starting | SessionPhase::Restoring | SessionPhase::Ready
-    )
-}
-
 pub async fn reconcile(
-    session: Arc<JupyterSession>,
+    guarded: Arc<GuardedSession>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let session = match &guarded.0 {
+        Ok(session) => session,
+        Err(invalid) => {
+            return invalid::handle::<JupyterSession>(&ctx, SESSION_FINALIZER, invalid).await;
+        }
+    };
+    // Places are counted from the caches: never from a half-filled one.
+    ctx.stores
+        .ready()
+        .await
+        .map_err(|e| ReconcileError::Other(e.to_string()))?;
     let started = Instant::now();
-    let result = SessionReconcile::new(&session, &ctx).run().await;
+    let result = SessionReconcile::new(session, &ctx).run().await;
     ctx.metrics
         .reconciled("JupyterSession", result.is_ok(), started.elapsed());
+    let uid = session.uid().unwrap_or_default();
+    ctx.invalid.forget(&uid);
+    if result.is_ok() {
+        ctx.retries.succeeded(&uid);
+    }
     result
 }
 
@@ -66,6 +77,9 @@ struct SessionReconcile<'a> {
     before: JupyterSessionStatus,
     status: JupyterSessionStatus,
     generation: Option<i64>,
+    /// Held from counting the allocation's places until this session's admission
+    /// (Starting) is written and seen in the cache.
+    admission: Option<OwnedMutexGuard<bool>>,
 }
 
 impl<'a> SessionReconcile<'a> {
@@ -81,6 +95,7 @@ impl<'a> SessionReconcile<'a> {
             status: before.clone(),
             before,
             generation: session.metadata.generation,
+            admission: None,
         }
     }
 
@@ -99,9 +114,29 @@ impl<'a> SessionReconcile<'a> {
 
     async fn save(&mut self) -> Result<(), ReconcileError> {
         if self.status == self.before {
+            self.admission = None;
             return Ok(());
         }
-        writes::apply_status(&self.api, &self.name, "JupyterSession", &self.status).await?;
+        let written =
+            writes::apply_status(&self.api, &self.name, "JupyterSession", &self.status).await;
+        if let Some(mut admission) = self.admission.take() {
+            // The next count of this allocation's places must see this session.
+            let key = ObjectRef::new(&self.name).within(&self.ns);
+            let seen = match &written {
+                Ok(version) => {
+                    stores::catch_up(
+                        &self.ctx.stores.sessions,
+                        &key,
+                        version.as_deref(),
+                        stores::CATCH_UP_BOUND,
+                    )
+                    .await
+                }
+                Err(_) => false,
+            };
+            *admission = !seen;
+        }
+        written?;
         if self.status.phase != self.before.phase {
             let message = self.status.message.clone().unwrap_or_default();
             let reason = format!("{:?}", self.status.phase);
@@ -149,25 +184,35 @@ impl<'a> SessionReconcile<'a> {
             return Ok(Action::await_change());
         }
         let Some(alloc) = self.allocation().await? else {
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            // Its creation (or a fix) wakes this session; the requeue is a fallback.
+            return Ok(Action::requeue(RESYNC));
         };
         let alloc_name = alloc.name_any();
         self.status.allocation = Some(alloc_name.clone());
         let alloc_status = alloc.status.clone().unwrap_or_default();
 
-        if self.status.kernel_id.is_none() {
-            let max = alloc.spec.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
-            let used = self.sessions_on(&alloc_name).await?;
-            if used >= max as usize {
-                self.set(
-                    SessionPhase::Pending,
-                    "AllocationFull",
-                    format!("allocation {alloc_name} already serves {used} of its {max} sessions (spec.maxSessions); waiting for a place"),
-                );
-                return Ok(Action::requeue(Duration::from_secs(10)));
-            }
-        }
         match alloc_status.phase {
+            AllocationPhase::Ready if self.status.kernel_id.is_none() => {
+                // Counting the places and writing this session's admission happen under
+                // the allocation's lock, so concurrent starts cannot overfill it.
+                let admission = self
+                    .ctx
+                    .admission_lock(&self.ns, &alloc_name)
+                    .lock_owned()
+                    .await;
+                let max = alloc.spec.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+                let used = self.sessions_on(&alloc_name, *admission).await?;
+                if used >= usize::try_from(max).unwrap_or(0) {
+                    self.set(
+                        SessionPhase::Pending,
+                        "AllocationFull",
+                        format!("allocation {alloc_name} already serves {used} of its {max} sessions (spec.maxSessions); waiting for a place"),
+                    );
+                    // A place freed changes the allocation's session count, which wakes us.
+                    return Ok(Action::requeue(RESYNC));
+                }
+                self.admission = Some(admission);
+            }
             AllocationPhase::Ready => {}
             AllocationPhase::Completed | AllocationPhase::Failed
                 if self.status.kernel_id.is_some() =>
@@ -190,7 +235,8 @@ impl<'a> SessionReconcile<'a> {
                         format!("waiting for allocation {alloc_name} ({phase:?}): {why}"),
                     );
                 }
-                return Ok(Action::requeue(Duration::from_secs(5)));
+                // The allocation's changes wake this session; the requeue is a fallback.
+                return Ok(Action::requeue(RESYNC));
             }
         }
         let endpoint = alloc_status.endpoint.clone().unwrap_or_default();
@@ -198,6 +244,7 @@ impl<'a> SessionReconcile<'a> {
             .token(
                 &alloc_status.token_secret.clone().unwrap_or_default(),
                 &alloc_name,
+                alloc.metadata.uid.as_deref(),
             )
             .await?;
         let server = JupyterServer::new(&endpoint, token, Duration::from_secs(30))?;
@@ -245,18 +292,28 @@ impl<'a> SessionReconcile<'a> {
     async fn allocation(&mut self) -> Result<Option<ComputeAllocation>, ReconcileError> {
         let allocs: Api<ComputeAllocation> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let spec = &self.session.spec;
-        if let Some(name) = &spec.allocation_ref {
-            let found = allocs.get_opt(name).await?;
+        let (name, template) = match (&spec.allocation_ref, &spec.allocation_template) {
+            (Some(name), _) => (name.clone(), None),
+            (None, Some(template)) => (owned_allocation_name(&self.name), Some(template)),
+            (None, None) => return Ok(None),
+        };
+        match self.ctx.stores.allocation(&self.ns, &name).as_deref() {
+            Some(DeserializeGuard(Ok(a))) => return Ok(Some(a.clone())),
+            Some(DeserializeGuard(Err(e))) => {
+                self.set(SessionPhase::Pending, "AllocationUnreadable", format!("ComputeAllocation {name} cannot be read by the controller ({}); fix or delete it", e.error));
+                return Ok(None);
+            }
+            // Not cached yet (made a moment ago) or absent: ask the API server.
+            None => {}
+        }
+        let found = allocs.get_opt(&name).await?;
+        let Some(template) = template else {
             if found.is_none() {
                 self.set(SessionPhase::Pending, "AllocationNotFound", format!("ComputeAllocation {name} does not exist in namespace {}: create it or fix spec.allocationRef", self.ns));
             }
             return Ok(found);
-        }
-        let Some(template) = &spec.allocation_template else {
-            return Ok(None);
         };
-        let name = owned_allocation_name(&self.name);
-        if let Some(a) = allocs.get_opt(&name).await? {
+        if let Some(a) = found {
             return Ok(Some(a));
         }
         let owner = OwnerReference {
@@ -290,28 +347,47 @@ impl<'a> SessionReconcile<'a> {
         Ok(Some(created))
     }
 
-    /// Sessions of this namespace holding a place on the allocation (this one excluded).
-    async fn sessions_on(&self, allocation: &str) -> Result<usize, ReconcileError> {
-        let list = self.api.list(&Default::default()).await?;
-        Ok(list
-            .items
-            .iter()
-            .filter(|s| s.name_any() != self.name)
-            .filter_map(|s| s.status.as_ref())
-            .filter(|st| st.allocation.as_deref() == Some(allocation) && holds_a_place(st.phase))
-            .count())
+    /// Sessions of this namespace holding a place on the allocation (this one excluded):
+    /// from the cache, or from the API server when the cache may lag (`from_api`).
+    async fn sessions_on(&self, allocation: &str, from_api: bool) -> Result<usize, ReconcileError> {
+        let me = Some(self.name.as_str());
+        if from_api {
+            let api: Api<GuardedSession> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+            let list = api.list(&Default::default()).await?;
+            let decoded = list.items.iter().filter_map(|s| s.0.as_ref().ok());
+            return Ok(membership::places_taken(decoded, allocation, me));
+        }
+        let cached = self.ctx.stores.sessions_in(&self.ns);
+        Ok(membership::places_taken(
+            cached.iter().filter_map(|s| s.0.as_ref().ok()),
+            allocation,
+            me,
+        ))
     }
 
     /// The Jupyter token of `allocation`, kept in Secret `secret`.
-    async fn token(&self, secret: &str, allocation: &str) -> Result<String, ReconcileError> {
-        read_jupyter_token(&self.ctx.client, &self.ns, secret, allocation)
-            .await?
-            .ok_or_else(|| {
-                ReconcileError::Other(format!(
-                    "Secret {secret} has no key {}",
-                    token_key(secret, allocation)
-                ))
-            })
+    /// The token of `allocation`: kept when its uid is known, else read from the Secret.
+    async fn token(
+        &self,
+        secret: &str,
+        allocation: &str,
+        uid: Option<&str>,
+    ) -> Result<String, ReconcileError> {
+        match uid {
+            Some(uid) => {
+                self.ctx
+                    .jupyter_token(&self.ns, secret, allocation, uid)
+                    .await
+            }
+            None => read_jupyter_token(&self.ctx.client, &self.ns, secret, allocation)
+                .await?
+                .ok_or_else(|| {
+                    ReconcileError::Other(format!(
+                        "Secret {secret} has no key {}",
+                        token_key(secret, allocation)
+                    ))
+                }),
+        }
     }
 
     /// Starts the kernel, prepares the notebook by mode, restores if asked.
@@ -594,7 +670,7 @@ impl<'a> SessionReconcile<'a> {
             &self.status.allocation,
         ) {
             let shutdown = async {
-                let token = self.token(secret, allocation).await?;
+                let token = self.token(secret, allocation, None).await?;
                 let server = JupyterServer::new(endpoint, token, Duration::from_secs(5))?;
                 server.shutdown(kernel).await?;
                 Ok::<(), ReconcileError>(())
@@ -645,9 +721,9 @@ mod tests {
         assert_eq!(continued_name("exp/run1.ipynb"), "exp/run1_continued.ipynb");
         assert_eq!(owned_allocation_name("s"), "s-alloc");
         assert!(
-            holds_a_place(SessionPhase::Ready)
-                && !holds_a_place(SessionPhase::Lost)
-                && !holds_a_place(SessionPhase::Pending)
+            membership::holds_a_place(SessionPhase::Ready)
+                && !membership::holds_a_place(SessionPhase::Lost)
+                && !membership::holds_a_place(SessionPhase::Pending)
         );
     }
 }

@@ -58,13 +58,14 @@ where
     .map(|_| ())
 }
 
-/// Applies the whole status of a slurmlab object as the controller.
+/// Applies the whole status of a slurmlab object as the controller; returns the
+/// object's new resourceVersion.
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     name: &str,
     kind: &str,
     status: &S,
-) -> Result<(), kube::Error>
+) -> Result<Option<String>, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -76,5 +77,5 @@ where
         &Patch::Apply(&patch),
     )
     .await
-    .map(|_| ())
+    .map(|o| o.resource_version())
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use schemars::JsonSchema;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::GatewayError;
 use super::identity::Caller;
 use super::names;
+use crate::api::membership;
 use crate::api::{
     AllocationPhase, CONDITION_REACHABLE, ComputeAllocation, ComputeAllocationSpec,
     DEFAULT_MAX_SESSIONS, JupyterSession, JupyterSessionSpec, NotebookMode, NotebookSpec,
@@ -158,6 +160,27 @@ pub struct Sessions {
     defaults: SessionDefaults,
 }
 
+/// The phase listings give an object the gateway cannot decode.
+const UNREADABLE: &str = "Unreadable";
+
+fn unreadable_message(kind: &str, error: &str) -> String {
+    format!("slurmlab cannot read this {kind} ({error}); fix it with kubectl edit or delete it")
+}
+
+/// The objects of a listing that decode, and the names and errors of those that do not
+/// (one bad object must not hide the others).
+fn decoded<K>(items: Vec<DeserializeGuard<K>>) -> (Vec<K>, Vec<(String, String)>) {
+    let mut good = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for DeserializeGuard(item) in items {
+        match item {
+            Ok(k) => good.push(k),
+            Err(e) => bad.push((e.metadata.name.unwrap_or_default(), e.error)),
+        }
+    }
+    (good, bad)
+}
+
 impl Sessions {
     pub fn new(own: Client, defaults: SessionDefaults) -> Self {
         Self { own, defaults }
@@ -217,9 +240,7 @@ impl Sessions {
             names::digest(&serde_json::to_string(&resources).unwrap_or_default(), 8);
         let allocations: Api<ComputeAllocation> = Api::namespaced(client.clone(), ns);
         let sessions: Api<JupyterSession> = Api::namespaced(client.clone(), ns);
-        let (allocation, reused) = match self
-            .reusable(&allocations, &sessions, caller, &request_digest)
-            .await?
+        let (allocation, reused) = match self.reusable(&client, ns, caller, &request_digest).await?
         {
             Some(name) => (name, true),
             None => {
@@ -300,22 +321,32 @@ impl Sessions {
     /// One of the caller's live allocations made for the same request, with room.
     async fn reusable(
         &self,
-        allocations: &Api<ComputeAllocation>,
-        sessions: &Api<JupyterSession>,
+        client: &Client,
+        ns: &str,
         caller: &Caller,
         request_digest: &str,
     ) -> Result<Option<String>, GatewayError> {
+        let allocations: Api<DeserializeGuard<ComputeAllocation>> =
+            Api::namespaced(client.clone(), ns);
+        let sessions: Api<DeserializeGuard<JupyterSession>> = Api::namespaced(client.clone(), ns);
         let mine = ListParams::default().labels(&format!("{OWNER_LABEL}={}", caller.owner_label()));
-        let list = allocations
-            .list(&mine)
-            .await
-            .map_err(|e| GatewayError::from_kube_write(e, "listing your allocations"))?;
-        let all_sessions = sessions
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| GatewayError::from_kube_write(e, "listing your sessions"))?;
+        // Objects that cannot be read are passed over (the controller reports them).
+        let (list, _) = decoded(
+            allocations
+                .list(&mine)
+                .await
+                .map_err(|e| GatewayError::from_kube_write(e, "listing your allocations"))?
+                .items,
+        );
+        let (all_sessions, _) = decoded(
+            sessions
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| GatewayError::from_kube_write(e, "listing your sessions"))?
+                .items,
+        );
         let mut best: Option<(u8, String)> = None;
-        for a in list.items {
+        for a in list {
             if a.metadata.deletion_timestamp.is_some()
                 || a.annotations().get(REQUEST_ANNOTATION).map(String::as_str)
                     != Some(request_digest)
@@ -334,20 +365,8 @@ impl Sessions {
             let max = a.spec.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS) as usize;
             let name = a.name_any();
             let used = all_sessions
-                .items
                 .iter()
-                .filter(|s| {
-                    s.spec.allocation_ref.as_deref() == Some(name.as_str())
-                        && s.metadata.deletion_timestamp.is_none()
-                        && !matches!(
-                            s.status.as_ref().map(|st| st.phase),
-                            Some(
-                                SessionPhase::Terminated
-                                    | SessionPhase::Failed
-                                    | SessionPhase::Lost
-                            )
-                        )
-                })
+                .filter(|s| membership::spoken_for(s, &name))
                 .count();
             if used < max && best.as_ref().is_none_or(|(r, _)| rank < *r) {
                 best = Some((rank, name));
@@ -494,12 +513,12 @@ impl Sessions {
         client: Client,
         namespace: &str,
     ) -> Result<Vec<Value>, GatewayError> {
-        let api: Api<JupyterSession> = Api::namespaced(client, namespace);
+        let api: Api<DeserializeGuard<JupyterSession>> = Api::namespaced(client, namespace);
         let list = api.list(&ListParams::default()).await.map_err(|e| {
             GatewayError::from_kube_write(e, &format!("listing sessions in {namespace}"))
         })?;
-        Ok(list
-            .items
+        let (sessions, unreadable) = decoded(list.items);
+        Ok(sessions
             .iter()
             .map(|s| {
                 let st = s.status.clone().unwrap_or_default();
@@ -513,6 +532,13 @@ impl Sessions {
                     "message": st.message,
                 })
             })
+            .chain(unreadable.iter().map(|(name, error)| {
+                json!({
+                    "session_id": format!("{namespace}/{name}"),
+                    "phase": UNREADABLE,
+                    "message": unreadable_message("JupyterSession", error),
+                })
+            }))
             .collect())
     }
 
@@ -522,13 +548,13 @@ impl Sessions {
         client: Client,
         namespace: &str,
     ) -> Result<Vec<Value>, GatewayError> {
-        let api: Api<ComputeAllocation> = Api::namespaced(client, namespace);
+        let api: Api<DeserializeGuard<ComputeAllocation>> = Api::namespaced(client, namespace);
         let list = api.list(&ListParams::default()).await.map_err(|e| {
             GatewayError::from_kube_write(e, &format!("listing allocations in {namespace}"))
         })?;
+        let (allocations, unreadable) = decoded(list.items);
         let now = k8s_openapi::jiff::Timestamp::now();
-        Ok(list
-            .items
+        Ok(allocations
             .iter()
             .map(|a| {
                 let st = a.status.clone().unwrap_or_default();
@@ -555,6 +581,13 @@ impl Sessions {
                     "message": st.message,
                 })
             })
+            .chain(unreadable.iter().map(|(name, error)| {
+                json!({
+                    "allocation": format!("{namespace}/{name}"),
+                    "phase": UNREADABLE,
+                    "message": unreadable_message("ComputeAllocation", error),
+                })
+            }))
             .collect())
     }
 

@@ -212,6 +212,15 @@ impl SlurmCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The ids of the pending, running or completing jobs named `name`.
+    pub fn live_jobs(&self, name: &str) -> Vec<String> {
+        self.command(&["squeue", "-h", "-o", "%i %j", "-t", "PD,R,CG"])
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(name))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// A compute host's state as `sinfo` says it (idle, mixed, down*, ...).
     pub fn node_state(&self, node: &str) -> String {
         self.command(&["sinfo", "-h", "-n", node, "-o", "%T"])
